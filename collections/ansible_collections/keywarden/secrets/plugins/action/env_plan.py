@@ -1,0 +1,42 @@
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Work out, from the catalog, which service files a host receives and which variables each holds.
+
+Returns names and sources only, never values: rendering reads values through the secret lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import env_plan
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _, args = self.validate_argument_spec(
+            argument_spec={
+                "catalog_path": {"type": "str"},
+                "environment": {"type": "str"},
+                "groups": {"type": "list", "elements": "str"},
+            },
+        )
+        try:
+            catalog = catalog_for(task_vars, self._templar, args["catalog_path"])
+            environment = str(required_var(task_vars, self._templar, "keywarden_environment", args["environment"]))
+        except AnsibleError as exc:
+            return {**result, "failed": True, "msg": str(exc)}
+        groups = args["groups"] if args["groups"] is not None else list(task_vars.get("group_names", []))
+        services = env_plan(catalog, environment, groups)
+        return {**result, "changed": False, "services": services}

@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The only writer of the encrypted store. Runs on the controller, whatever host the task targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CHARSETS, secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, generate_fields, new_entry
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, store_for
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _, args = self.validate_argument_spec(
+            argument_spec={
+                "state": {"type": "str", "default": "generated", "choices": ["generated"]},
+                "catalog_path": {"type": "str"},
+                "environment": {"type": "str"},
+                "store_dir": {"type": "str"},
+            },
+        )
+        try:
+            catalog = catalog_for(task_vars, self._templar, args["catalog_path"])
+            store = store_for(task_vars, self._templar, self._loader, args["environment"], args["store_dir"], holder="playbook init (keywarden.secrets.store)")
+            wanted = secrets_for_environment(catalog, store.environment)
+            if self._task.check_mode:
+                data = store.read(missing_ok=True)
+                missing = sorted(set(wanted) - set(data["secrets"]))
+                return {
+                    **result,
+                    "changed": bool(missing),
+                    "created": missing,
+                    "store": store.path,
+                    "revision": data.get("revision", 0),
+                    "msg": f"check mode: would create {len(missing)} secrets in {store.path}",
+                }
+            with store.update() as data:
+                missing = sorted(set(wanted) - set(data["secrets"]))
+                for name in missing:
+                    data["secrets"][name] = new_entry(wanted[name]["kind"], generate_fields(wanted[name], CHARSETS))
+            revision = data.get("revision", 0)
+        except (StoreError, AnsibleError) as exc:
+            return {**result, "failed": True, "msg": str(exc)}
+        unknown = sorted(set(data["secrets"]) - set(wanted))
+        return {
+            **result,
+            "changed": bool(missing),
+            "created": missing,
+            "not_in_catalog": unknown,
+            "store": store.path,
+            "revision": revision,
+            "msg": f"store {store.path}: {len(missing)} created, {len(wanted) - len(missing)} already present",
+        }

@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one way a playbook reads a secret value: from the environment's encrypted store."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: secret
+author: keywarden contributors
+short_description: Read one field of a secret from the keywarden store
+description:
+  - Returns one field (C(password), C(username), C(value)) of a secret at one stage (C(current), C(pending), C(previous))
+    from the vault-encrypted store of the inventory's environment.
+  - The store is decrypted only with the vault password whose vault ID is the environment's name.
+  - Use it only in tasks with C(no_log: true); never print what it returns.
+options:
+  _terms:
+    description: Secret names, optionally as C(name.field).
+    required: true
+    type: list
+    elements: str
+  field:
+    description: Field to return when a term does not name one.
+    type: str
+    default: password
+  stage:
+    description: Which staged value to read.
+    type: str
+    default: current
+    choices: [current, pending, previous]
+  environment:
+    description: Environment (and vault ID) of the store.
+    type: str
+    vars:
+      - name: keywarden_environment
+    env:
+      - name: KEYWARDEN_ENVIRONMENT
+    ini:
+      - section: keywarden
+        key: environment
+  store_dir:
+    description: Directory holding the environment's store.
+    type: str
+    vars:
+      - name: keywarden_store_dir
+    env:
+      - name: KEYWARDEN_STORE_DIR
+    ini:
+      - section: keywarden
+        key: store_dir
+"""
+
+EXAMPLES = r"""
+- name: Render the app's database password into its config
+  ansible.builtin.template:
+    src: app.conf.j2
+    dest: /etc/app/app.conf
+    mode: "0600"
+  no_log: true
+  vars:
+    app_db_password: "{{ lookup('keywarden.secrets.secret', 'app_db.password') }}"
+"""
+
+RETURN = r"""
+_raw:
+  description: The requested field of each named secret.
+  type: list
+  elements: str
+"""
+
+import os
+from typing import Any
+
+from ansible.errors import AnsibleError, AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
+
+# Decrypted stores, keyed by file identity, so a template reading ten values decrypts once.
+_CACHE: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+
+
+class LookupModule(LookupBase):
+    def run(self, terms: list[str], variables: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
+        self.set_options(var_options=variables, direct=kwargs)
+        variables = variables or {}
+        try:
+            store = store_for(
+                variables,
+                self._templar,
+                self._loader,
+                environment=self.get_option("environment"),
+                store_dir=self.get_option("store_dir"),
+            )
+            data = self._read(store)
+            values = []
+            for term in terms:
+                name, _, field = str(term).partition(".")
+                values.append(get_field(data, name, field or self.get_option("field"), self.get_option("stage"), source=store.path))
+            return values
+        except StoreError as exc:
+            raise AnsibleLookupError(str(exc)) from None
+        except AnsibleError:
+            raise
+
+    @staticmethod
+    def _read(store: Any) -> dict[str, Any]:
+        try:
+            st = os.stat(store.path)
+        except OSError:
+            return store.read()
+        key = (store.path, st.st_ino, st.st_mtime_ns, st.st_size)
+        if key not in _CACHE:
+            _CACHE.clear()
+            _CACHE[key] = store.read()
+        return _CACHE[key]

@@ -1,0 +1,267 @@
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The secrets catalog: loading, schema check, and what derives from it.
+
+The catalog (config/secrets/catalog.yml) names every credential once. Nothing in it is secret.
+Every error names the catalog entry and the field to fix, on one line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+CATALOG_VERSION = 1
+
+# Fields each kind keeps in the store. `username` is stored because rotation strategies change it.
+KIND_STORED_FIELDS: dict[str, tuple[str, ...]] = {
+    "postgresql": ("username", "password"),
+    "mariadb": ("username", "password"),
+    "rabbitmq": ("username", "password"),
+    "redis": ("password",),
+    "api_key": ("value",),
+    "tls_cert": ("certificate", "private_key"),
+    "generic": ("value",),
+}
+# Non-secret fields a consumer may also receive; they come from the catalog's target block.
+KIND_TARGET_FIELDS: dict[str, tuple[str, ...]] = {
+    "postgresql": ("database",),
+    "mariadb": ("database",),
+    "rabbitmq": ("vhost",),
+}
+# Kinds whose target must name a login role and a database.
+KIND_TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
+    "postgresql": ("group", "role", "database"),
+    "mariadb": ("group", "role", "database"),
+    "rabbitmq": ("group", "role"),
+    "redis": ("group",),
+}
+
+# Every charset is safe unquoted in systemd EnvironmentFile=, docker compose env_file and POSIX sh.
+CHARSETS: dict[str, str] = {
+    "alnum": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    "hex": "0123456789abcdef",
+    "urlsafe": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+}
+MIN_LENGTH = 16
+MAX_LENGTH = 1024
+STRATEGIES = ("alternating_users", "single_user", "dual_password", "overlap", "reissue")
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+_SECRET_KEYS = {"kind", "description", "environments", "target", "policy", "consumers"}
+_POLICY_KEYS = {"max_age_days", "length", "charset", "strategy"}
+_CONSUMER_KEYS = {"group", "service", "env", "systemd_unit", "compose_service", "health_check"}
+
+
+class CatalogError(ValueError):
+    """A catalog problem, with a message that names the entry and field to fix."""
+
+
+def load_catalog(path: str) -> dict[str, Any]:
+    """Read and validate the catalog file; return it with defaults filled in."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise CatalogError(f"catalog {path}: cannot read it ({exc.strerror}); set keywarden_catalog_path to the catalog file") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"catalog {path}:{where} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return validate_catalog(data, source=path)
+
+
+def _fail(source: str, entry: str, field: str, problem: str) -> CatalogError:
+    return CatalogError(f"catalog {source}: secrets.{entry}.{field}: {problem}")
+
+
+def _check_int(source: str, entry: str, field: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(source, entry, field, f"must be a whole number from {low} to {high}")
+    return value
+
+
+def _check_policy(source: str, name: str, policy: Any) -> dict[str, Any]:
+    if policy is None:
+        policy = {}
+    if not isinstance(policy, dict):
+        raise _fail(source, name, "policy", "must be a mapping")
+    unknown = sorted(set(policy) - _POLICY_KEYS)
+    if unknown:
+        raise _fail(source, name, f"policy.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_POLICY_KEYS))}")
+    out = {
+        "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", 90), 1, 3650),
+        "length": _check_int(source, name, "policy.length", policy.get("length", 32), MIN_LENGTH, MAX_LENGTH),
+        "charset": policy.get("charset", "alnum"),
+        "strategy": policy.get("strategy"),
+    }
+    if out["charset"] not in CHARSETS:
+        raise _fail(source, name, "policy.charset", f"'{out['charset']}' is not one of {', '.join(CHARSETS)}")
+    if out["strategy"] is not None and out["strategy"] not in STRATEGIES:
+        raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(STRATEGIES)}")
+    return out
+
+
+def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, Any]:
+    if target is None:
+        target = {}
+    if not isinstance(target, dict):
+        raise _fail(source, name, "target", "must be a mapping")
+    for key in KIND_TARGET_REQUIRED.get(kind, ()):
+        value = target.get(key)
+        if not isinstance(value, str) or not value:
+            raise _fail(source, name, f"target.{key}", f"is required for kind {kind}")
+    if "group" in target and not _GROUP_RE.match(str(target["group"])):
+        raise _fail(source, name, "target.group", "must be an inventory group name")
+    return dict(target)
+
+
+def _check_consumers(source: str, name: str, kind: str, consumers: Any) -> list[dict[str, Any]]:
+    if not isinstance(consumers, list) or not consumers:
+        raise _fail(source, name, "consumers", "needs at least one consumer (group, service, env)")
+    allowed_fields = KIND_STORED_FIELDS[kind] + KIND_TARGET_FIELDS.get(kind, ())
+    out = []
+    for index, consumer in enumerate(consumers):
+        where = f"consumers[{index}]"
+        if not isinstance(consumer, dict):
+            raise _fail(source, name, where, "must be a mapping with group, service and env")
+        unknown = sorted(set(consumer) - _CONSUMER_KEYS)
+        if unknown:
+            raise _fail(source, name, f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_CONSUMER_KEYS))}")
+        for key, pattern in (("group", _GROUP_RE), ("service", _SERVICE_RE)):
+            value = consumer.get(key)
+            if not isinstance(value, str) or not pattern.match(value):
+                raise _fail(source, name, f"{where}.{key}", f"is required and must match {pattern.pattern}")
+        env = consumer.get("env")
+        if not isinstance(env, dict) or not env:
+            raise _fail(source, name, f"{where}.env", "must map at least one variable name to a field")
+        for var, field in env.items():
+            if not isinstance(var, str) or not _ENV_RE.match(var):
+                raise _fail(source, name, f"{where}.env.{var}", "variable names must be upper case (A-Z, 0-9, _)")
+            if field not in allowed_fields:
+                raise _fail(source, name, f"{where}.env.{var}", f"field '{field}' is not one of {', '.join(allowed_fields)} for kind {kind}")
+        for key in ("systemd_unit", "compose_service", "health_check"):
+            if key in consumer and (not isinstance(consumer[key], str) or not consumer[key]):
+                raise _fail(source, name, f"{where}.{key}", "must be a non-empty string")
+        out.append(dict(consumer))
+    return out
+
+
+def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
+    """Check the catalog against the schema; return a normalised copy (defaults filled in)."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"catalog {source}: must be a YAML mapping with keywarden_catalog_version and secrets")
+    if data.get("keywarden_catalog_version") != CATALOG_VERSION:
+        raise CatalogError(f"catalog {source}: keywarden_catalog_version must be {CATALOG_VERSION}")
+    secrets_in = data.get("secrets")
+    if not isinstance(secrets_in, dict) or not secrets_in:
+        raise CatalogError(f"catalog {source}: secrets must be a mapping with at least one entry")
+    unknown_top = sorted(set(data) - {"keywarden_catalog_version", "secrets"})
+    if unknown_top:
+        raise CatalogError(f"catalog {source}: unknown top-level field '{unknown_top[0]}'")
+    secrets_out: dict[str, Any] = {}
+    # which secret/field feeds each (service, variable): a variable must have one source
+    sources: dict[tuple[str, str], str] = {}
+    for name, entry in secrets_in.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise CatalogError(f"catalog {source}: secrets.{name}: names must be lower case (a-z, 0-9, _), starting with a letter")
+        if not isinstance(entry, dict):
+            raise _fail(source, name, "kind", "the entry must be a mapping")
+        unknown = sorted(set(entry) - _SECRET_KEYS)
+        if unknown:
+            raise _fail(source, name, unknown[0], f"unknown field; allowed: {', '.join(sorted(_SECRET_KEYS))}")
+        kind = entry.get("kind")
+        if kind not in KIND_STORED_FIELDS:
+            raise _fail(source, name, "kind", f"'{kind}' is not one of {', '.join(KIND_STORED_FIELDS)}")
+        if kind == "tls_cert":
+            raise _fail(source, name, "kind", "tls_cert is not supported by this release yet")
+        environments = entry.get("environments")
+        if not isinstance(environments, list) or not environments or not all(isinstance(e, str) and _ENVIRONMENT_RE.match(e) for e in environments):
+            raise _fail(source, name, "environments", "must list at least one environment name (e.g. [development, production])")
+        description = entry.get("description", "")
+        if not isinstance(description, str):
+            raise _fail(source, name, "description", "must be a string")
+        target = _check_target(source, name, kind, entry.get("target"))
+        consumers = _check_consumers(source, name, kind, entry.get("consumers"))
+        for index, consumer in enumerate(consumers):
+            for var, field in consumer["env"].items():
+                if field in KIND_TARGET_FIELDS.get(kind, ()) and not target.get(field):
+                    raise _fail(source, name, f"consumers[{index}].env.{var}", f"field '{field}' needs target.{field} to be set")
+                key = (consumer["service"], var)
+                if key in sources and sources[key] != name:
+                    raise _fail(source, name, f"consumers[{index}].env.{var}", f"service {consumer['service']} already gets {var} from secret {sources[key]}")
+                sources[key] = name
+        secrets_out[name] = {
+            "kind": kind,
+            "description": description,
+            "environments": list(environments),
+            "target": target,
+            "policy": _check_policy(source, name, entry.get("policy")),
+            "consumers": consumers,
+        }
+    return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}
+
+
+def secrets_for_environment(catalog: dict[str, Any], environment: str) -> dict[str, Any]:
+    """The catalog entries that exist in one environment."""
+    return {name: entry for name, entry in catalog["secrets"].items() if environment in entry["environments"]}
+
+
+def env_plan(catalog: dict[str, Any], environment: str, groups: list[str]) -> list[dict[str, Any]]:
+    """What one host receives: a list of services, each with its variables (names and sources, no values).
+
+    A host gets a service's file only when it is in that consumer's group, and the file holds only the
+    variables that service consumes (least privilege).
+    """
+    services: dict[str, dict[str, Any]] = {}
+    for name, entry in sorted(secrets_for_environment(catalog, environment).items()):
+        for consumer in entry["consumers"]:
+            if consumer["group"] not in groups:
+                continue
+            service = services.setdefault(
+                consumer["service"],
+                {"service": consumer["service"], "systemd_unit": None, "compose_service": None, "vars": []},
+            )
+            for key in ("systemd_unit", "compose_service"):
+                if consumer.get(key):
+                    service[key] = consumer[key]
+            for var, field in sorted(consumer["env"].items()):
+                item = {"name": var, "secret": name, "field": field}
+                if field in KIND_TARGET_FIELDS.get(entry["kind"], ()):
+                    # non-secret: a literal from the catalog's target block
+                    item = {"name": var, "literal": str(entry["target"].get(field, ""))}
+                service["vars"].append(item)
+    for service in services.values():
+        service["vars"].sort(key=lambda item: item["name"])
+    return [services[key] for key in sorted(services)]
+
+
+def env_template(catalog: dict[str, Any]) -> str:
+    """The text of .env.template: every variable every service consumes, grouped by service, no values."""
+    lines = [
+        "# Generated from config/secrets/catalog.yml by scripts/secrets/env-template. Do not edit.",
+        "# keywarden renders one file per service (<service>.env, mode 0600) from the encrypted store;",
+        "# these are the variable names each service receives. Values never live in the repository.",
+    ]
+    per_service: dict[str, dict[str, str]] = {}
+    for name, entry in sorted(catalog["secrets"].items()):
+        for consumer in entry["consumers"]:
+            for var, field in consumer["env"].items():
+                per_service.setdefault(consumer["service"], {})[var] = f"{name}.{field} ({entry['kind']}; {', '.join(entry['environments'])})"
+    for service in sorted(per_service):
+        lines.append("")
+        lines.append(f"# --- {service}.env ---")
+        for var in sorted(per_service[service]):
+            lines.append(f"# {per_service[service][var]}")
+            lines.append(f"{var}=")
+    return "\n".join(lines) + "\n"

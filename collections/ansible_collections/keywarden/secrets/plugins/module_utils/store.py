@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The encrypted secret store of one environment.
+
+Guarantees:
+- the file is ansible-vault (1.2, AES256) encrypted under the vault ID named like the environment, and
+  only the password of that vault ID is ever tried on it (vault_id_match);
+- writes are atomic: encrypt to a temp file in the same directory, fsync, keep the old file as a
+  numbered rollback copy, rename over, fsync the directory. A crash at any point leaves either the old
+  or the new store, never a torn one;
+- one writer at a time: an exclusive lock on ``<store>.lock``; a second writer is refused with a message
+  naming the holder;
+- values never appear in exceptions or messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import getpass
+import json
+import os
+import re
+import secrets as _secrets
+import signal
+import socket
+import time
+from typing import Any, Iterator
+
+import yaml
+
+from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
+
+STORE_FORMAT = 1
+STORE_FILE = "secrets.vault"
+VERSIONS_DIR = "versions"
+DEFAULT_KEEP = 10
+STAGES = ("current", "pending", "previous")
+_VERSION_RE = re.compile(r"^secrets\.r(\d{6,})\.vault$")
+
+
+class StoreError(Exception):
+    """A store problem. The message is one line, names the file and says what to do; never a value."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's lock."""
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: KEYWARDEN_FAULT_INJECT=<point> kills this process with SIGKILL at that point.
+
+    Tests use it to prove that a crash at each step leaves a consistent store; it is inert otherwise.
+    """
+    if os.environ.get("KEYWARDEN_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def generate_value(length: int, alphabet: str) -> str:
+    """A random value from the OS CSPRNG."""
+    return "".join(_secrets.choice(alphabet) for _ in range(length))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def vault_hint(environment: str) -> str:
+    return f"run with --vault-id {environment}@scripts/secrets/vault-password-client"
+
+
+def pick_secret(vault_secrets: list[tuple[str, Any]] | None, environment: str) -> VaultSecret:
+    """The vault secret whose ID is the environment's name; no other is ever used (vault_id_match)."""
+    for vault_id, secret in vault_secrets or []:
+        if vault_id == environment:
+            return secret
+    known = ", ".join(sorted({vid for vid, _ in vault_secrets or []})) or "none"
+    raise StoreError(f"no vault password for vault ID '{environment}' (passwords given for: {known}); {vault_hint(environment)}")
+
+
+class Store:
+    """One environment's store file. Read with ``read()``; change inside ``with store.update() as data:``."""
+
+    def __init__(
+        self,
+        store_dir: str,
+        environment: str,
+        vault_secrets: list[tuple[str, Any]] | None,
+        keep: int = DEFAULT_KEEP,
+        lock_timeout: float = 0.0,
+        holder: str = "",
+    ) -> None:
+        self.dir = os.path.abspath(store_dir)
+        self.path = os.path.join(self.dir, STORE_FILE)
+        self.lock_path = self.path + ".lock"
+        self.versions_dir = os.path.join(self.dir, VERSIONS_DIR)
+        self.environment = environment
+        self._vault_secrets = vault_secrets
+        self.keep = keep
+        self.lock_timeout = lock_timeout
+        self.holder = holder
+
+    # ---- reading -------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def _decrypt(self, raw: bytes, path: str) -> dict[str, Any]:
+        if not raw.startswith(b"$ANSIBLE_VAULT;"):
+            raise StoreError(f"store {path} is not an ansible-vault file (corrupted or never encrypted); restore a copy from {self.versions_dir}")
+        try:
+            ciphertext, version, cipher, vault_id = parse_vaulttext_envelope(raw, default_vault_id="default")
+        except Exception:
+            raise StoreError(f"store {path} has a damaged vault header; restore a copy from {self.versions_dir}") from None
+        if vault_id != self.environment:
+            raise StoreError(
+                f"store {path} is encrypted under vault ID '{vault_id}', not '{self.environment}': "
+                f"refusing to use it for environment '{self.environment}' (wrong inventory or wrong store file?)"
+            )
+        if cipher != "AES256":
+            raise StoreError(f"store {path} uses cipher {cipher}; only AES256 is supported")
+        secret = pick_secret(self._vault_secrets, self.environment)
+        try:
+            plaintext = VaultAES256.decrypt(ciphertext, secret)
+        except Exception:
+            # wrong password and tampered ciphertext look the same (HMAC mismatch)
+            raise StoreError(
+                f"store {path} cannot be decrypted with the vault password for '{self.environment}': "
+                f"wrong password, or the file is corrupted (rollback copies: {self.versions_dir})"
+            ) from None
+        try:
+            data = yaml.safe_load(plaintext)
+        except yaml.YAMLError:
+            raise StoreError(f"store {path} decrypts but is not valid YAML; restore a copy from {self.versions_dir}") from None
+        if not isinstance(data, dict) or data.get("keywarden_store_format") != STORE_FORMAT or not isinstance(data.get("secrets"), dict):
+            raise StoreError(f"store {path} is not a keywarden store (format {STORE_FORMAT}); restore a copy from {self.versions_dir}")
+        if data.get("environment") != self.environment:
+            raise StoreError(f"store {path} belongs to environment '{data.get('environment')}', not '{self.environment}'")
+        return data
+
+    def read(self, missing_ok: bool = False) -> dict[str, Any]:
+        """The decrypted store. A missing store is an error unless ``missing_ok`` (then an empty store)."""
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            if missing_ok:
+                return self.empty()
+            raise StoreError(f"store {self.path} does not exist; create it with playbooks/init.yml for environment '{self.environment}'") from None
+        except OSError as exc:
+            raise StoreError(f"store {self.path} cannot be read ({exc.strerror})") from None
+        return self._decrypt(raw, self.path)
+
+    def empty(self) -> dict[str, Any]:
+        return {"keywarden_store_format": STORE_FORMAT, "environment": self.environment, "revision": 0, "updated": None, "secrets": {}}
+
+    # ---- locking ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreLockedError(
+                            f"store {self.path} is locked by {self._holder_text(fd)}; wait for that run to finish (the lock goes when its process exits)"
+                        ) from None
+                    time.sleep(0.1)
+            info = {
+                "pid": os.getpid(),
+                "user": getpass.getuser(),
+                "host": socket.gethostname(),
+                "since": utcnow(),
+                "what": self.holder or "keywarden",
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _holder_text(fd: int) -> str:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return f"{info['what']} (pid {info['pid']}, user {info['user']} on {info['host']}, since {info['since']})"
+        except (ValueError, KeyError, OSError):
+            return "another process"
+
+    # ---- writing ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict[str, Any]]:
+        """Lock, read, let the caller change the data, write it back atomically if it changed."""
+        with self.lock():
+            data = self.read(missing_ok=True)
+            before = yaml.safe_dump(data, sort_keys=True)
+            yield data
+            if yaml.safe_dump(data, sort_keys=True) != before:
+                self._write(data)
+
+    def _encrypt(self, data: dict[str, Any]) -> bytes:
+        secret = pick_secret(self._vault_secrets, self.environment)
+        plaintext = yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
+        ciphertext = VaultAES256.encrypt(plaintext, secret)
+        return format_vaulttext_envelope(ciphertext, "AES256", version="1.2", vault_id=self.environment) + b"\n"
+
+    def _write(self, data: dict[str, Any]) -> None:
+        data["revision"] = int(data.get("revision") or 0) + 1
+        data["updated"] = utcnow()
+        blob = self._encrypt(data)
+        os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
+        tmp = os.path.join(self.dir, f".{STORE_FILE}.tmp.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                half = len(blob) // 2
+                os.write(fd, blob[:half])
+                _fault("store-mid-write")
+                os.write(fd, blob[half:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fault("store-before-rename")
+            if os.path.exists(self.path):
+                # keep the outgoing revision as an encrypted rollback copy (a hard link: no copy, no window)
+                old_revision = int(data["revision"]) - 1
+                keep_as = os.path.join(self.versions_dir, f"secrets.r{old_revision:06d}.vault")
+                with contextlib.suppress(FileExistsError):
+                    os.link(self.path, keep_as)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.dir)
+            _fault("store-after-rename")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._prune_versions()
+
+    def _prune_versions(self) -> None:
+        names = sorted(n for n in os.listdir(self.versions_dir) if _VERSION_RE.match(n))
+        for name in names[: max(0, len(names) - self.keep)]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.versions_dir, name))
+
+    def versions(self) -> list[str]:
+        """Rollback copies, oldest first."""
+        if not os.path.isdir(self.versions_dir):
+            return []
+        return sorted(os.path.join(self.versions_dir, n) for n in os.listdir(self.versions_dir) if _VERSION_RE.match(n))
+
+
+def get_field(data: dict[str, Any], name: str, field: str, stage: str = "current", source: str = "store") -> str:
+    """One field of one secret at one stage, or a StoreError naming what is missing."""
+    if stage not in STAGES:
+        raise StoreError(f"stage '{stage}' is not one of {', '.join(STAGES)}")
+    entry = data["secrets"].get(name)
+    if entry is None:
+        raise StoreError(
+            f"secret '{name}' is not in {source}: add it to config/secrets/catalog.yml for environment "
+            f"'{data.get('environment')}' and run playbooks/init.yml"
+        )
+    staged = entry.get(stage)
+    if not staged:
+        raise StoreError(f"secret '{name}' has no {stage} value in {source}")
+    fields = staged.get("fields") or {}
+    if field not in fields:
+        raise StoreError(f"secret '{name}' has no field '{field}'; its fields are: {', '.join(sorted(fields))}")
+    return str(fields[field])
+
+
+def new_entry(kind: str, fields: dict[str, str]) -> dict[str, Any]:
+    now = utcnow()
+    return {"kind": kind, "version": 1, "created": now, "current": {"version": 1, "created": now, "fields": fields}, "pending": None, "previous": None}
+
+
+def generate_fields(entry: dict[str, Any], charsets: dict[str, str]) -> dict[str, str]:
+    """Fresh stored fields for a catalog entry, from its generator policy."""
+    policy = entry["policy"]
+    value = generate_value(policy["length"], charsets[policy["charset"]])
+    kind = entry["kind"]
+    if kind in ("postgresql", "mariadb", "rabbitmq"):
+        return {"username": entry["target"]["role"], "password": value}
+    if kind == "redis":
+        return {"password": value}
+    return {"value": value}

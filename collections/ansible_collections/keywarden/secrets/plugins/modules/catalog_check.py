@@ -1,0 +1,59 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation and argument spec of the catalog_check action plugin."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: catalog_check
+short_description: Validate the keywarden secrets catalog
+description:
+  - Loads the catalog on the controller and checks it against the schema. A problem fails the task with one line
+    naming the entry and the field to fix. Returns the normalised catalog, which holds no secret.
+author: keywarden contributors
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+options:
+  path:
+    description: Catalog file; defaults to C(keywarden_catalog_path).
+    type: str
+  environment:
+    description: Environment whose secrets are listed; defaults to C(keywarden_environment).
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Check the catalog
+  keywarden.secrets.catalog_check:
+"""
+
+RETURN = r"""
+catalog:
+  description: The normalised catalog (defaults filled in).
+  type: dict
+  returned: success
+secrets:
+  description: Names of the secrets that exist in the environment.
+  type: list
+  elements: str
+  returned: success
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"path": {"type": "str"}, "environment": {"type": "str"}},
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="keywarden.secrets.catalog_check runs on the controller as an action plugin")
+
+
+if __name__ == "__main__":
+    main()

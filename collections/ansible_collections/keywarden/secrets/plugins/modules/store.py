@@ -1,0 +1,76 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation and argument spec of the store action plugin (which does the work on the controller)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: store
+short_description: Write the keywarden encrypted store (controller side)
+description:
+  - The only writer of an environment's vault-encrypted store. Generates every secret the catalog lists
+    for the environment and the store lacks, from the entry's generator policy; never changes an existing value.
+  - Atomic (temp file, fsync, rename), keeps the last C(keywarden_store_keep_versions) encrypted copies, and holds
+    an exclusive lock; a second writer fails with a message naming the holder.
+  - Runs on the controller as an action plugin; returns names and revision numbers, never values.
+author: keywarden contributors
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+options:
+  state:
+    description: C(generated) creates every missing secret.
+    type: str
+    default: generated
+    choices: [generated]
+  catalog_path:
+    description: Catalog file; defaults to C(keywarden_catalog_path).
+    type: str
+  environment:
+    description: Environment and vault ID; defaults to C(keywarden_environment).
+    type: str
+  store_dir:
+    description: Store directory; defaults to C(keywarden_store_dir).
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Generate every missing secret of this environment
+  keywarden.secrets.store:
+    state: generated
+"""
+
+RETURN = r"""
+created:
+  description: Names of the secrets created by this run.
+  type: list
+  elements: str
+  returned: always
+revision:
+  description: Store revision after the run.
+  type: int
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "default": "generated", "choices": ["generated"]},
+            "catalog_path": {"type": "str"},
+            "environment": {"type": "str"},
+            "store_dir": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="keywarden.secrets.store runs on the controller as an action plugin; it cannot run as a module")
+
+
+if __name__ == "__main__":
+    main()
