@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: keywarden contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Validate the catalog on the controller; fail with the entry and field to fix."""

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: keywarden contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Work out, from the catalog, which service files a host receives and which variables each holds.

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: keywarden contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """SCRAM-SHA-256 verifiers (RFC 5802/7677, PostgreSQL's rolpassword format).
@@ -41,7 +40,7 @@ def scram_sha256_matches(verifier: Any, password: Any) -> bool:
     if not isinstance(verifier, str) or not verifier.startswith("SCRAM-SHA-256$"):
         return False
     try:
-        head, keys = verifier[len("SCRAM-SHA-256$"):].split("$", 1)
+        head, keys = verifier[len("SCRAM-SHA-256$") :].split("$", 1)
         iterations, salt = head.split(":", 1)
         stored_b64, server_b64 = keys.split(":", 1)
         stored, server = _keys(str(password), base64.b64decode(salt), int(iterations))

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: keywarden contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The encrypted secret store of one environment.
@@ -27,10 +26,10 @@ import secrets as _secrets
 import signal
 import socket
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
-
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
 STORE_FORMAT = 1
@@ -50,7 +49,7 @@ class StoreLockedError(StoreError):
 
 
 def utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fault(point: str) -> None:
@@ -274,8 +273,7 @@ def get_field(data: dict[str, Any], name: str, field: str, stage: str = "current
     entry = data["secrets"].get(name)
     if entry is None:
         raise StoreError(
-            f"secret '{name}' is not in {source}: add it to config/secrets/catalog.yml for environment "
-            f"'{data.get('environment')}' and run playbooks/init.yml"
+            f"secret '{name}' is not in {source}: add it to config/secrets/catalog.yml for environment '{data.get('environment')}' and run playbooks/init.yml"
         )
     staged = entry.get(stage)
     if not staged:
