@@ -1,0 +1,278 @@
+"""Shared fixtures: the collection on sys.path, isolated workspaces for real ansible-playbook runs, a throwaway PostgreSQL.
+
+Secret values never reach an assertion or an assertion message: tests compare SHA-256 digests, modes and
+variable names. Playbook output shown on failure has every value of the workspace's store redacted first.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COLLECTIONS = REPO / "collections"
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
+
+from ansible.parsing.vault import VaultSecret  # noqa: E402
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store  # noqa: E402
+
+CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
+CATALOG = REPO / "config" / "secrets" / "catalog.yml"
+PG_SCRIPT = REPO / "scripts" / "demo" / "postgres"
+ALL_GROUPS = ("db", "cache", "app", "worker")
+_RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def digest(data: Any) -> str:
+    """SHA-256 of a value (bytes, str, or anything YAML can dump canonically): what tests compare instead of values."""
+    if isinstance(data, str):
+        data = data.encode()
+    elif not isinstance(data, bytes):
+        data = yaml.safe_dump(data, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+class PlaybookResult:
+    def __init__(self, args: list[str], returncode: int, output: str, redact: Callable[[str], str]) -> None:
+        self.args = args
+        self.returncode = returncode
+        self.output = output
+        self._redact = redact
+
+    def recap(self) -> dict[str, int]:
+        match = _RECAP_RE.search(self.output)
+        if not match:
+            return {}
+        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups())))
+
+    def error_line(self, *fragments: str) -> str | None:
+        """The first output line holding every fragment: a one-line error that says what to fix."""
+        for line in self.output.splitlines():
+            if all(fragment in line for fragment in fragments):
+                return line
+        return None
+
+    def explain(self) -> str:
+        """Tail of the output for an assertion message, with every known secret value redacted."""
+        return f"ansible-playbook {' '.join(self.args)} -> rc {self.returncode}\n" + self._redact(self.output)[-6000:]
+
+
+class Workspace:
+    """An isolated keywarden setup in a temp dir: inventory (localhost), catalog copy, vault passwords, store, env dir."""
+
+    def __init__(
+        self,
+        root: Path,
+        environment: str = "local",
+        groups: tuple[str, ...] = ALL_GROUPS,
+        store_dir: Path | None = None,
+    ) -> None:
+        self.root = root
+        self.environment = environment
+        self.inventory = root / "inventory"
+        self.store_dir = store_dir or root / "store"
+        self.env_dir = root / "srv"
+        self.password_dir = root / "vault-pass"
+        self.catalog = root / "catalog.yml"
+        self.playbook_dir = root / "playbooks"
+        for directory in (self.inventory / "group_vars" / "all", self.playbook_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.password_dir.mkdir(mode=0o700, exist_ok=True)
+        shutil.copyfile(CATALOG, self.catalog)
+        hosts = {
+            "all": {
+                "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
+                "children": {group: {"hosts": {"localhost": None}} for group in groups},
+            }
+        }
+        (self.inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
+        group_vars = {
+            "keywarden_environment": environment,
+            "keywarden_store_dir": str(self.store_dir),
+            "keywarden_catalog_path": str(self.catalog),
+            "keywarden_env_dir": str(self.env_dir),
+            "keywarden_env_owner": "{{ ansible_user_id | default('root') }}",
+            "keywarden_env_group": "{{ ansible_user_id | default('root') }}",
+            "keywarden_env_manage_services": False,
+        }
+        (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))
+
+    # ---- vault passwords ----------------------------------------------------------------------
+    def set_password(self, vault_id: str, password: str | None = None) -> str:
+        password = password or secrets.token_urlsafe(24)
+        path = self.password_dir / vault_id
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        os.chmod(path, 0o600)
+        return password
+
+    def password(self, vault_id: str) -> str:
+        return (self.password_dir / vault_id).read_text().strip()
+
+    def store(self, environment: str | None = None) -> Store:
+        environment = environment or self.environment
+        vault_secrets = []
+        if (self.password_dir / environment).exists():
+            vault_secrets.append((environment, VaultSecret(self.password(environment).encode())))
+        return Store(str(self.store_dir), environment, vault_secrets)
+
+    def clone_store(self, other: Workspace) -> None:
+        """Take another workspace's store and vault passwords (a copy: this workspace's runs never touch the other)."""
+        if self.store_dir.exists():
+            shutil.rmtree(self.store_dir)
+        shutil.copytree(other.store_dir, self.store_dir)
+        for path in other.password_dir.iterdir():
+            shutil.copy2(path, self.password_dir / path.name)
+
+    def store_values(self) -> list[str]:
+        """Every value in the store (for redaction and leak checks only; never asserted on)."""
+        values: list[str] = []
+        for environment in [p.name for p in self.password_dir.iterdir()] if self.password_dir.exists() else []:
+            try:
+                data = self.store(environment).read()
+            except Exception:  # noqa: BLE001 - a store that does not open has nothing to redact
+                continue
+            for entry in data["secrets"].values():
+                for stage in ("current", "pending", "previous"):
+                    for value in ((entry.get(stage) or {}).get("fields") or {}).values():
+                        if len(str(value)) >= 8:
+                            values.append(str(value))
+        return values
+
+    def redact(self, text: str) -> str:
+        for value in self.store_values():
+            text = text.replace(value, "<redacted>")
+        return text
+
+    def leaks(self, text: str) -> bool:
+        """True when any stored value appears in text. Returns a bool so that an assertion never shows a value."""
+        return any(value in text for value in self.store_values())
+
+    # ---- running ---------------------------------------------------------------------------------
+    def write_playbook(self, name: str, plays: list[dict[str, Any]]) -> Path:
+        path = self.playbook_dir / name
+        path.write_text("---\n" + yaml.safe_dump(plays, sort_keys=False))
+        return path
+
+    def run(self, playbook: str | Path, *extra: str, vault_ids: tuple[str, ...] | None = None, timeout: float = 300) -> PlaybookResult:
+        """ansible-playbook with the repo's ansible.cfg, this workspace's inventory and password dir, a clean environment."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
+        env.update(
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            KEYWARDEN_VAULT_PASSWORD_DIR=str(self.password_dir),
+            # the OS keyring is the client's third source: keep the caller's keyring out of the tests
+            PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        vault_ids = (self.environment,) if vault_ids is None else vault_ids
+        path = Path(playbook)
+        if not path.is_absolute():
+            path = REPO / path
+        args = ["-i", str(self.inventory), str(path)]
+        for vault_id in vault_ids:
+            args += ["--vault-id", f"{vault_id}@{CLIENT}"]
+        args += list(extra)
+        proc = subprocess.run(
+            [_tool("ansible-playbook"), *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return PlaybookResult(args, proc.returncode, proc.stdout, self.redact)
+
+    # ---- disk state -------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """{path: (kind and mode, sha256)} of everything under the store dir and the env dir."""
+        state: dict[str, tuple[str, str]] = {}
+        for base in (self.store_dir, self.env_dir):
+            if not base.exists():
+                continue
+            for path in sorted([base, *base.rglob("*")]):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    state[str(path)] = (f"file {stat.S_IMODE(st.st_mode):04o}", digest(path.read_bytes()))
+                else:
+                    state[str(path)] = (f"{stat.filemode(st.st_mode)}", "")
+        return state
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Callable[..., Workspace]:
+    """Factory: workspace(name="ws", environment="local", groups=ALL_GROUPS, store_dir=None)."""
+
+    def make(name: str = "ws", **kwargs: Any) -> Workspace:
+        return Workspace(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A local store made once by playbooks/init.yml; tests take copies of it (see `ready`)."""
+    ws = Workspace(tmp_path_factory.mktemp("initialized"))
+    ws.set_password("local")
+    result = ws.run("playbooks/init.yml")
+    assert result.returncode == 0, result.explain()
+    return ws
+
+
+@pytest.fixture
+def ready(workspace: Callable[..., Workspace], initialized: Workspace) -> Workspace:
+    """A fresh workspace holding a copy of the initialized local store and its vault password."""
+    ws = workspace("ready")
+    ws.clone_store(initialized)
+    return ws
+
+
+class Postgres:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.vars_file = root / "postgres.yml"
+        settings = yaml.safe_load(self.vars_file.read_text())
+        self.port = int(settings["keywarden_target_postgresql_port"])
+        self.socket_dir = settings["keywarden_target_postgresql_login_unix_socket"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL (scripts/demo/postgres): local socket trusts, TCP 127.0.0.1 wants scram-sha-256."""
+    if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+        pytest.skip("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
+    # under /tmp and traversable: as root, the script runs the server as the postgres user
+    root = Path(tempfile.mkdtemp(prefix="keywarden-pg-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    try:
+        started = subprocess.run([str(PG_SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=180, check=False)
+        assert started.returncode == 0, f"scripts/demo/postgres start failed:\n{started.stdout}\n{started.stderr}"
+        yield Postgres(root)
+    finally:
+        subprocess.run([str(PG_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,239 @@
+"""The catalog schema: the sample validates, every error is one line naming the entry and field, and what derives from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import (
+    CatalogError,
+    env_plan,
+    env_template,
+    load_catalog,
+    validate_catalog,
+)
+
+REPO = Path(__file__).resolve().parents[4]
+SAMPLE = REPO / "config" / "secrets" / "catalog.yml"
+DB_VARS = ["DB_NAME", "DB_PASSWORD", "DB_USER"]
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(SAMPLE.read_text())
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dict[str, Any]:
+    return load_catalog(str(SAMPLE))
+
+
+def test_sample_catalog_validates(catalog: dict[str, Any]) -> None:
+    assert catalog["keywarden_catalog_version"] == 1
+    assert sorted(catalog["secrets"]) == ["app_db", "app_redis", "payments_api_key"]
+    app_db = catalog["secrets"]["app_db"]
+    assert app_db["kind"] == "postgresql"
+    assert app_db["target"] == {"group": "db", "database": "orders", "role": "app"}
+    assert app_db["policy"] == {"max_age_days": 30, "length": 32, "charset": "alnum", "strategy": "alternating_users"}
+    for entry in catalog["secrets"].values():
+        assert entry["environments"] == ["local", "development", "production"]
+
+
+def test_policy_defaults_are_filled_in(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    del data["secrets"]["app_redis"]["policy"]
+    policy = validate_catalog(data)["secrets"]["app_redis"]["policy"]
+    assert policy == {"max_age_days": 90, "length": 32, "charset": "alnum", "strategy": None}
+
+
+_DELETE = object()
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation: set (or with value _DELETE, remove) the dotted path; list indexes as numbers."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[int(last) if isinstance(node, list) else last] = value
+
+    return mutate
+
+
+def _duplicate_variable(data: dict[str, Any]) -> None:
+    data["secrets"]["other_db"] = {
+        "kind": "postgresql",
+        "environments": ["production"],
+        "target": {"group": "db", "database": "reports", "role": "reports"},
+        "consumers": [{"group": "app", "service": "app", "env": {"DB_PASSWORD": "password"}}],
+    }
+
+
+# (id, mutation of the sample, fragments the one-line message must hold: the entry and the field)
+SCHEMA_ERRORS = [
+    ("unknown-kind", _set("secrets.app_db.kind", "oracle"), ["secrets.app_db.kind", "'oracle'"]),
+    ("tls-cert-not-supported", _set("secrets.app_db.kind", "tls_cert"), ["secrets.app_db.kind", "tls_cert"]),
+    ("missing-consumers", _set("secrets.app_redis.consumers", _DELETE), ["secrets.app_redis.consumers", "at least one consumer"]),
+    ("empty-consumers", _set("secrets.app_redis.consumers", []), ["secrets.app_redis.consumers", "at least one consumer"]),
+    (
+        "bad-env-var-name",
+        _set("secrets.app_redis.consumers.0.env", {"redis_password": "password"}),
+        ["secrets.app_redis.consumers[0].env.redis_password", "upper case"],
+    ),
+    (
+        "field-not-valid-for-kind",
+        _set("secrets.payments_api_key.consumers.0.env", {"PAYMENTS_API_KEY": "password"}),
+        ["secrets.payments_api_key.consumers[0].env.PAYMENTS_API_KEY", "'password'", "api_key"],
+    ),
+    ("unknown-policy-key", _set("secrets.app_db.policy.rotate_every", 7), ["secrets.app_db.policy.rotate_every", "unknown field"]),
+    ("length-too-short", _set("secrets.app_db.policy.length", 8), ["secrets.app_db.policy.length", "16 to 1024"]),
+    ("length-too-long", _set("secrets.app_db.policy.length", 4096), ["secrets.app_db.policy.length", "16 to 1024"]),
+    ("length-not-a-number", _set("secrets.app_db.policy.length", True), ["secrets.app_db.policy.length"]),
+    ("bad-charset", _set("secrets.app_db.policy.charset", "emoji"), ["secrets.app_db.policy.charset", "'emoji'"]),
+    ("bad-strategy", _set("secrets.app_db.policy.strategy", "yolo"), ["secrets.app_db.policy.strategy", "'yolo'"]),
+    ("missing-target-role-postgresql", _set("secrets.app_db.target.role", _DELETE), ["secrets.app_db.target.role", "postgresql"]),
+    ("missing-target-database-postgresql", _set("secrets.app_db.target.database", _DELETE), ["secrets.app_db.target.database", "postgresql"]),
+    ("consumer-without-group", _set("secrets.app_db.consumers.1.group", _DELETE), ["secrets.app_db.consumers[1].group"]),
+    ("unknown-consumer-key", _set("secrets.app_db.consumers.0.restart", "yes"), ["secrets.app_db.consumers[0].restart", "unknown field"]),
+    ("unknown-entry-key", _set("secrets.app_db.owner", "ops"), ["secrets.app_db.owner", "unknown field"]),
+    ("bad-environments", _set("secrets.app_db.environments", []), ["secrets.app_db.environments"]),
+    ("entry-not-a-mapping", _set("secrets.app_db", "postgresql"), ["secrets.app_db", "mapping"]),
+    ("bad-secret-name", _set("secrets.App-DB", {"kind": "generic"}), ["secrets.App-DB", "lower case"]),
+    ("duplicate-variable-for-one-service", _duplicate_variable, ["secrets.other_db.consumers[0].env.DB_PASSWORD", "app_db", "service app"]),
+    ("wrong-catalog-version", _set("keywarden_catalog_version", 2), ["keywarden_catalog_version must be 1"]),
+    ("missing-catalog-version", _set("keywarden_catalog_version", _DELETE), ["keywarden_catalog_version must be 1"]),
+    ("no-secrets", _set("secrets", {}), ["secrets must be a mapping"]),
+    ("unknown-top-level-key", _set("defaults", {}), ["unknown top-level field 'defaults'"]),
+]
+
+
+@pytest.mark.parametrize(("mutate", "fragments"), [pytest.param(m, f, id=i) for i, m, f in SCHEMA_ERRORS])
+def test_schema_error_is_one_line_naming_entry_and_field(tmp_path: Path, raw: dict[str, Any], mutate: Callable[..., None], fragments: list[str]) -> None:
+    data = copy.deepcopy(raw)
+    mutate(data)
+    path = tmp_path / "catalog.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(str(path))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"catalog {path}: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        pytest.param("- just\n- a list\n", ["must be a YAML mapping"], id="not-a-mapping"),
+        pytest.param("", ["must be a YAML mapping"], id="empty-file"),
+        pytest.param("keywarden_catalog_version: 1\nsecrets:\n  app_db:\n    kind: [postgresql\n", ["is not valid YAML", "line "], id="invalid-yaml-flow"),
+        pytest.param("keywarden_catalog_version: 1\nsecrets:\n  app_db:\n  kind: x\n   bad: indent\n", ["is not valid YAML", "line 5"], id="invalid-yaml-indent"),
+    ],
+)
+def test_unparsable_catalog_is_one_line(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    path = tmp_path / "catalog.yml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(str(path))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_catalog_file_says_which_setting_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(str(tmp_path / "nope.yml"))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "keywarden_catalog_path" in message
+
+
+def _var_names(service: dict[str, Any]) -> list[str]:
+    return [item["name"] for item in service["vars"]]
+
+
+def test_env_plan_worker_gets_only_the_database_variables(catalog: dict[str, Any]) -> None:
+    plan = env_plan(catalog, "production", ["worker"])
+    assert [s["service"] for s in plan] == ["worker"]
+    worker = plan[0]
+    assert _var_names(worker) == DB_VARS
+    assert worker["compose_service"] == "worker"
+    by_name = {item["name"]: item for item in worker["vars"]}
+    assert by_name["DB_PASSWORD"] == {"name": "DB_PASSWORD", "secret": "app_db", "field": "password"}
+    assert by_name["DB_USER"] == {"name": "DB_USER", "secret": "app_db", "field": "username"}
+    # the database name is not secret: a literal from the catalog's target block
+    assert by_name["DB_NAME"] == {"name": "DB_NAME", "literal": "orders"}
+
+
+def test_env_plan_app_gets_its_five_variables(catalog: dict[str, Any]) -> None:
+    plan = env_plan(catalog, "development", ["app"])
+    assert [s["service"] for s in plan] == ["app"]
+    assert _var_names(plan[0]) == ["DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"]
+
+
+@pytest.mark.parametrize("groups", [[], ["db"], ["cache"], ["db", "cache", "monitoring"]], ids=["no-groups", "db", "cache", "targets-only"])
+def test_env_plan_host_in_no_consumer_group_gets_nothing(catalog: dict[str, Any], groups: list[str]) -> None:
+    assert env_plan(catalog, "production", groups) == []
+
+
+def test_env_plan_only_secrets_of_the_environment(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["secrets"]["payments_api_key"]["environments"] = ["production"]
+    catalog = validate_catalog(data)
+    assert "PAYMENTS_API_KEY" not in _var_names(env_plan(catalog, "development", ["app"])[0])
+    assert "PAYMENTS_API_KEY" in _var_names(env_plan(catalog, "production", ["app"])[0])
+    assert env_plan(catalog, "staging", ["app", "worker"]) == []
+
+
+def test_env_plan_every_service_of_a_host_in_every_group(catalog: dict[str, Any]) -> None:
+    plan = env_plan(catalog, "local", ["db", "cache", "app", "worker"])
+    assert [(s["service"], _var_names(s)) for s in plan] == [
+        ("app", ["DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"]),
+        ("worker", DB_VARS),
+    ]
+
+
+def _reordered(raw: dict[str, Any]) -> dict[str, Any]:
+    """The same catalog with every mapping and consumer list in reverse order."""
+    data = copy.deepcopy(raw)
+    secrets_out = {}
+    for name in reversed(list(data["secrets"])):
+        entry = data["secrets"][name]
+        entry["consumers"] = [{**c, "env": dict(reversed(list(c["env"].items())))} for c in reversed(entry["consumers"])]
+        secrets_out[name] = dict(reversed(list(entry.items())))
+    return {"secrets": secrets_out, "keywarden_catalog_version": data["keywarden_catalog_version"]}
+
+
+def test_env_template_is_deterministic(raw: dict[str, Any]) -> None:
+    first = env_template(validate_catalog(copy.deepcopy(raw)))
+    again = env_template(validate_catalog(copy.deepcopy(raw)))
+    reordered = env_template(validate_catalog(_reordered(raw)))
+    assert first == again
+    assert first == reordered
+    assert first.endswith("\n")
+
+
+def test_env_template_lists_names_without_values(catalog: dict[str, Any]) -> None:
+    text = env_template(catalog)
+    assignments = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # every variable is assigned nothing: the template holds names, never values
+    assert all(line.endswith("=") for line in assignments)
+    assert "# --- app.env ---" in text
+    assert "# --- worker.env ---" in text
+    app = text.split("# --- app.env ---")[1].split("# --- worker.env ---")[0]
+    worker = text.split("# --- worker.env ---")[1]
+    assert [line[:-1] for line in app.splitlines() if line.endswith("=")] == ["DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"]
+    assert [line[:-1] for line in worker.splitlines() if line.endswith("=")] == DB_VARS
+    assert "# app_db.password (postgresql; local, development, production)" in app
