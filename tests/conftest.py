@@ -235,9 +235,19 @@ def workspace(tmp_path: Path) -> Callable[..., Workspace]:
 
 
 @pytest.fixture(scope="session")
-def initialized(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+def make_workspace(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Workspace]:
+    """Factory for workspaces shared by several tests (module or session scoped fixtures)."""
+
+    def make(name: str = "shared", **kwargs: Any) -> Workspace:
+        return Workspace(tmp_path_factory.mktemp(name), **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def initialized(make_workspace: Callable[..., Workspace]) -> Workspace:
     """A local store made once by playbooks/init.yml; tests take copies of it (see `ready`)."""
-    ws = Workspace(tmp_path_factory.mktemp("initialized"))
+    ws = make_workspace("initialized")
     ws.set_password("local")
     result = ws.run("playbooks/init.yml")
     assert result.returncode == 0, result.explain()

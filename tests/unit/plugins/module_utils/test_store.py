@@ -327,6 +327,8 @@ def test_crash_leaves_exactly_old_or_exactly_new(filled: Env, point: str, expect
     # whatever the crash left beside the store (a temp file) breaks neither reading nor the next write
     leftovers = sorted(n for n in os.listdir(filled.dir) if n not in {"secrets.vault", "secrets.vault.lock", "versions"})
     assert all(n.startswith(".secrets.vault.tmp.") for n in leftovers)
+    if expect == "old":
+        assert leftovers  # the crash happened with the new store half or wholly written beside the old one
     _add(store, "third")
     final = filled.store().read()
     assert sorted(final["secrets"]) == (["first", "third"] if expect == "old" else ["first", "second", "third"])
