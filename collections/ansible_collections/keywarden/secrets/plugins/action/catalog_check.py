@@ -9,7 +9,7 @@ from typing import Any
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names, secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var
 
 
@@ -37,6 +37,9 @@ class ActionModule(ActionBase):
             "environment": environment,
             "secrets": sorted(in_env),
             # what roles act on, per secret of this environment (no values: the catalog holds none)
-            "entries": [{"name": name, "kind": e["kind"], "target": e["target"], "policy": e["policy"]} for name, e in sorted(in_env.items())],
+            "entries": [
+                {"name": name, "kind": e["kind"], "target": e["target"], "policy": e["policy"], "logins": list(login_names(e)) if "role" in e["target"] else []}
+                for name, e in sorted(in_env.items())
+            ],
             "msg": f"catalog valid: {len(catalog['secrets'])} secrets, {len(in_env)} in environment {environment}",
         }

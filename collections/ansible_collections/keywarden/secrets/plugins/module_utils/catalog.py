@@ -48,6 +48,26 @@ CHARSETS: dict[str, str] = {
 MIN_LENGTH = 16
 MAX_LENGTH = 1024
 STRATEGIES = ("alternating_users", "single_user", "dual_password", "overlap", "reissue")
+# The zero-downtime strategy each kind gets when the catalog names none.
+DEFAULT_STRATEGY: dict[str, str] = {
+    "postgresql": "alternating_users",
+    "mariadb": "alternating_users",
+    "rabbitmq": "alternating_users",
+    "redis": "dual_password",
+    "api_key": "overlap",
+    "tls_cert": "reissue",
+    "generic": "single_user",
+}
+# Which strategies each kind supports.
+KIND_STRATEGIES: dict[str, tuple[str, ...]] = {
+    "postgresql": ("alternating_users", "single_user"),
+    "mariadb": ("alternating_users", "single_user"),
+    "rabbitmq": ("alternating_users", "single_user"),
+    "redis": ("dual_password", "single_user"),
+    "api_key": ("overlap", "single_user"),
+    "tls_cert": ("reissue",),
+    "generic": ("single_user",),
+}
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -90,7 +110,15 @@ def _check_int(source: str, entry: str, field: str, value: Any, low: int, high: 
     return value
 
 
-def _check_policy(source: str, name: str, policy: Any) -> dict[str, Any]:
+def login_names(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The login(s) a credential uses at its target: two (<role>_a, <role>_b) for alternating_users."""
+    role = entry["target"]["role"]
+    if entry["policy"]["strategy"] == "alternating_users":
+        return (f"{role}_a", f"{role}_b")
+    return (role,)
+
+
+def _check_policy(source: str, name: str, kind: str, policy: Any) -> dict[str, Any]:
     if policy is None:
         policy = {}
     if not isinstance(policy, dict):
@@ -102,12 +130,12 @@ def _check_policy(source: str, name: str, policy: Any) -> dict[str, Any]:
         "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", 90), 1, 3650),
         "length": _check_int(source, name, "policy.length", policy.get("length", 32), MIN_LENGTH, MAX_LENGTH),
         "charset": policy.get("charset", "alnum"),
-        "strategy": policy.get("strategy"),
+        "strategy": policy.get("strategy") or DEFAULT_STRATEGY[kind],
     }
     if out["charset"] not in CHARSETS:
         raise _fail(source, name, "policy.charset", f"'{out['charset']}' is not one of {', '.join(CHARSETS)}")
-    if out["strategy"] is not None and out["strategy"] not in STRATEGIES:
-        raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(STRATEGIES)}")
+    if out["strategy"] not in KIND_STRATEGIES[kind]:
+        raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(KIND_STRATEGIES[kind])} for kind {kind}")
     return out
 
 
@@ -205,7 +233,7 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
             "description": description,
             "environments": list(environments),
             "target": target,
-            "policy": _check_policy(source, name, entry.get("policy")),
+            "policy": _check_policy(source, name, kind, entry.get("policy")),
             "consumers": consumers,
         }
     return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}

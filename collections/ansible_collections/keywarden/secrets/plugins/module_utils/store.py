@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names
+
 STORE_FORMAT = 1
 STORE_FILE = "secrets.vault"
 VERSIONS_DIR = "versions"
@@ -295,7 +297,8 @@ def generate_fields(entry: dict[str, Any], charsets: dict[str, str]) -> dict[str
     value = generate_value(policy["length"], charsets[policy["charset"]])
     kind = entry["kind"]
     if kind in ("postgresql", "mariadb", "rabbitmq"):
-        return {"username": entry["target"]["role"], "password": value}
+        # the first login; alternating_users rotations move to the other one (catalog.login_names)
+        return {"username": login_names(entry)[0], "password": value}
     if kind == "redis":
         return {"password": value}
     return {"value": value}
