@@ -24,10 +24,12 @@ options:
     type: str
     default: password
   stage:
-    description: Which staged value to read.
+    description:
+      - Which staged value to read. C(live) is what consumers should hold now - C(pending) once a rotation
+        has started distributing it, C(current) otherwise.
     type: str
     default: current
-    choices: [current, pending, previous]
+    choices: [current, pending, previous, live]
   environment:
     description: Environment (and vault ID) of the store.
     type: str

@@ -39,6 +39,10 @@ STORE_FILE = "secrets.vault"
 VERSIONS_DIR = "versions"
 DEFAULT_KEEP = 10
 STAGES = ("current", "pending", "previous")
+# `live` is what consumers should hold right now: `pending` once a rotation has started distributing
+# it (from then on the rotation only rolls forward), `current` otherwise.
+READ_STAGES = (*STAGES, "live")
+DISTRIBUTING = "distributing"
 _VERSION_RE = re.compile(r"^secrets\.r(\d{6,})\.vault$")
 
 
@@ -270,13 +274,15 @@ class Store:
 
 def get_field(data: dict[str, Any], name: str, field: str, stage: str = "current", source: str = "store") -> str:
     """One field of one secret at one stage, or a StoreError naming what is missing."""
-    if stage not in STAGES:
-        raise StoreError(f"stage '{stage}' is not one of {', '.join(STAGES)}")
+    if stage not in READ_STAGES:
+        raise StoreError(f"stage '{stage}' is not one of {', '.join(READ_STAGES)}")
     entry = data["secrets"].get(name)
     if entry is None:
         raise StoreError(
             f"secret '{name}' is not in {source}: add it to config/secrets/catalog.yml for environment '{data.get('environment')}' and run playbooks/init.yml"
         )
+    if stage == "live":
+        stage = "pending" if (entry.get("pending") or {}).get("step") == DISTRIBUTING else "current"
     staged = entry.get(stage)
     if not staged:
         raise StoreError(f"secret '{name}' has no {stage} value in {source}")
