@@ -257,9 +257,9 @@ def env_plan(catalog: dict[str, Any], environment: str, groups: list[str]) -> li
                 continue
             service = services.setdefault(
                 consumer["service"],
-                {"service": consumer["service"], "systemd_unit": None, "compose_service": None, "vars": []},
+                {"service": consumer["service"], "systemd_unit": None, "compose_service": None, "health_check": None, "vars": []},
             )
-            for key in ("systemd_unit", "compose_service"):
+            for key in ("systemd_unit", "compose_service", "health_check"):
                 if consumer.get(key):
                     service[key] = consumer[key]
             for var, field in sorted(consumer["env"].items()):
