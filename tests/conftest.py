@@ -16,8 +16,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -28,8 +29,13 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 from ansible.parsing.vault import VaultSecret  # noqa: E402
+from ansible.plugins.loader import init_plugin_loader  # noqa: E402
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store  # noqa: E402
+# Ansible's collection loader, as ansible-playbook installs it: plugins then load by FQCN (lookup_loader.get)
+# and `ansible_collections.keywarden.secrets...` imports resolve the same way in tests and in real runs.
+init_plugin_loader([str(COLLECTIONS)])
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, StoreError  # noqa: E402
 
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 CATALOG = REPO / "config" / "secrets" / "catalog.yml"
@@ -63,7 +69,7 @@ class PlaybookResult:
         match = _RECAP_RE.search(self.output)
         if not match:
             return {}
-        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups())))
+        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups()), strict=True))
 
     def error_line(self, *fragments: str) -> str | None:
         """The first output line holding every fragment: a one-line error that says what to fix."""
@@ -137,11 +143,14 @@ class Workspace:
             vault_secrets.append((environment, VaultSecret(self.password(environment).encode())))
         return Store(str(self.store_dir), environment, vault_secrets)
 
-    def clone_store(self, other: Workspace) -> None:
-        """Take another workspace's store and vault passwords (a copy: this workspace's runs never touch the other)."""
-        if self.store_dir.exists():
-            shutil.rmtree(self.store_dir)
-        shutil.copytree(other.store_dir, self.store_dir)
+    def clone_store(self, other: Workspace, env_dir: bool = False) -> None:
+        """Take a copy of another workspace's store and vault passwords (and its delivered .env files): modes kept."""
+        pairs = [(other.store_dir, self.store_dir)] + ([(other.env_dir, self.env_dir)] if env_dir else [])
+        for source, dest in pairs:
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(source, dest)
+            shutil.copystat(source, dest)
         for path in other.password_dir.iterdir():
             shutil.copy2(path, self.password_dir / path.name)
 
@@ -151,7 +160,7 @@ class Workspace:
         for environment in [p.name for p in self.password_dir.iterdir()] if self.password_dir.exists() else []:
             try:
                 data = self.store(environment).read()
-            except Exception:  # noqa: BLE001 - a store that does not open has nothing to redact
+            except StoreError:  # a store that does not open has nothing to redact
                 continue
             for entry in data["secrets"].values():
                 for stage in ("current", "pending", "previous"):
@@ -262,6 +271,24 @@ def ready(workspace: Callable[..., Workspace], initialized: Workspace) -> Worksp
     return ws
 
 
+@pytest.fixture(scope="session")
+def deployed_template(make_workspace: Callable[..., Workspace], initialized: Workspace) -> tuple[Workspace, PlaybookResult]:
+    """The initialized store delivered once by playbooks/deploy.yml; the run's result is kept for the deploy tests."""
+    ws = make_workspace("deployed")
+    ws.clone_store(initialized)
+    result = ws.run("playbooks/deploy.yml")
+    assert result.returncode == 0, result.explain()
+    return ws, result
+
+
+@pytest.fixture
+def deployed(workspace: Callable[..., Workspace], deployed_template: tuple[Workspace, PlaybookResult]) -> Workspace:
+    """A fresh workspace holding copies of an initialized store and of the .env files delivered from it."""
+    ws = workspace("deployed")
+    ws.clone_store(deployed_template[0], env_dir=True)
+    return ws
+
+
 class Postgres:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -278,7 +305,7 @@ def postgres() -> Iterator[Postgres]:
         pytest.skip("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
     # under /tmp and traversable: as root, the script runs the server as the postgres user
     root = Path(tempfile.mkdtemp(prefix="keywarden-pg-", dir="/tmp"))
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it; nothing secret lives here
     try:
         started = subprocess.run([str(PG_SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=180, check=False)
         assert started.returncode == 0, f"scripts/demo/postgres start failed:\n{started.stdout}\n{started.stderr}"

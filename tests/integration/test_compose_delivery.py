@@ -34,7 +34,7 @@ def sha(value: str) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     assert COMPOSE, "docker-compose is not installed: make test installs it (scripts/dev/bootstrap test)"
-    assert subprocess.run(["docker", "image", "inspect", "localhost/keywarden-app:bookworm"], capture_output=True).returncode == 0, (
+    assert subprocess.run(["docker", "image", "inspect", "localhost/keywarden-app:bookworm"], capture_output=True, check=False).returncode == 0, (
         "image localhost/keywarden-app:bookworm missing: run scripts/ci/build-images"
     )
     base = tmp_path_factory.mktemp("compose")
@@ -65,15 +65,29 @@ def stack(tmp_path_factory):
 
     def playbook(name: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / name), "--vault-id", f"{ENVIRONMENT}@{REPO}/scripts/secrets/vault-password-client"],
+            [
+                "ansible-playbook",
+                "-i",
+                str(inventory),
+                str(REPO / "playbooks" / name),
+                "--vault-id",
+                f"{ENVIRONMENT}@{REPO}/scripts/secrets/vault-password-client",
+            ],
             env=env,
+            check=False,
             capture_output=True,
             text=True,
             cwd=REPO,
         )
 
     def compose(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([COMPOSE, "--project-directory", str(project), *args], env={**env, "KEYWARDEN_ENV_DIR": str(base / "srv")}, capture_output=True, text=True)
+        return subprocess.run(
+            [COMPOSE, "--project-directory", str(project), *args],
+            env={**env, "KEYWARDEN_ENV_DIR": str(base / "srv")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     store = Store(str(base / "store"), ENVIRONMENT, [(ENVIRONMENT, VaultSecret(password_file.read_text().strip().encode()))])
     init = playbook("init.yml")
@@ -135,6 +149,8 @@ def test_missing_variable_stops_the_consumer_with_a_message(stack):
 
 
 def test_compose_refuses_to_run_without_the_env_directory(stack):
-    config = subprocess.run([COMPOSE, "--project-directory", str(stack["project"]), "config"], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    config = subprocess.run(
+        [COMPOSE, "--project-directory", str(stack["project"]), "config"], capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]}
+    )
     assert config.returncode != 0
     assert "set KEYWARDEN_ENV_DIR" in config.stderr

@@ -7,7 +7,6 @@ back variable names and SHA-256 digests only, and no secret is ever put on a com
 import hashlib
 import json
 
-
 ENV_DIR = "/srv/keywarden"
 DB_VARS = {"DB_USER", "DB_PASSWORD", "DB_NAME"}
 

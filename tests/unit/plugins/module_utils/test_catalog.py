@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import (
     env_plan,
     env_template,
     load_catalog,
+    login_names,
     validate_catalog,
 )
 
@@ -47,7 +49,24 @@ def test_policy_defaults_are_filled_in(raw: dict[str, Any]) -> None:
     data = copy.deepcopy(raw)
     del data["secrets"]["app_redis"]["policy"]
     policy = validate_catalog(data)["secrets"]["app_redis"]["policy"]
-    assert policy == {"max_age_days": 90, "length": 32, "charset": "alnum", "strategy": None}
+    assert policy == {"max_age_days": 90, "length": 32, "charset": "alnum", "strategy": "dual_password"}
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy"),
+    [("app_db", "alternating_users"), ("app_redis", "dual_password"), ("payments_api_key", "overlap")],
+)
+def test_default_strategy_per_kind(raw: dict[str, Any], name: str, strategy: str) -> None:
+    data = copy.deepcopy(raw)
+    del data["secrets"][name]["policy"]["strategy"]
+    assert validate_catalog(data)["secrets"][name]["policy"]["strategy"] == strategy
+
+
+def test_login_names_follow_the_strategy(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    assert login_names(validate_catalog(data)["secrets"]["app_db"]) == ("app_a", "app_b")
+    data["secrets"]["app_db"]["policy"]["strategy"] = "single_user"
+    assert login_names(validate_catalog(data)["secrets"]["app_db"]) == ("app",)
 
 
 _DELETE = object()
@@ -100,6 +119,7 @@ SCHEMA_ERRORS = [
     ("length-not-a-number", _set("secrets.app_db.policy.length", True), ["secrets.app_db.policy.length"]),
     ("bad-charset", _set("secrets.app_db.policy.charset", "emoji"), ["secrets.app_db.policy.charset", "'emoji'"]),
     ("bad-strategy", _set("secrets.app_db.policy.strategy", "yolo"), ["secrets.app_db.policy.strategy", "'yolo'"]),
+    ("strategy-not-for-kind", _set("secrets.app_db.policy.strategy", "overlap"), ["secrets.app_db.policy.strategy", "'overlap'", "for kind postgresql"]),
     ("missing-target-role-postgresql", _set("secrets.app_db.target.role", _DELETE), ["secrets.app_db.target.role", "postgresql"]),
     ("missing-target-database-postgresql", _set("secrets.app_db.target.database", _DELETE), ["secrets.app_db.target.database", "postgresql"]),
     ("consumer-without-group", _set("secrets.app_db.consumers.1.group", _DELETE), ["secrets.app_db.consumers[1].group"]),
@@ -137,7 +157,9 @@ def test_schema_error_is_one_line_naming_entry_and_field(tmp_path: Path, raw: di
         pytest.param("- just\n- a list\n", ["must be a YAML mapping"], id="not-a-mapping"),
         pytest.param("", ["must be a YAML mapping"], id="empty-file"),
         pytest.param("keywarden_catalog_version: 1\nsecrets:\n  app_db:\n    kind: [postgresql\n", ["is not valid YAML", "line "], id="invalid-yaml-flow"),
-        pytest.param("keywarden_catalog_version: 1\nsecrets:\n  app_db:\n  kind: x\n   bad: indent\n", ["is not valid YAML", "line 5"], id="invalid-yaml-indent"),
+        pytest.param(
+            "keywarden_catalog_version: 1\nsecrets:\n  app_db:\n  kind: x\n   bad: indent\n", ["is not valid YAML", "line 5"], id="invalid-yaml-indent"
+        ),
     ],
 )
 def test_unparsable_catalog_is_one_line(tmp_path: Path, text: str, fragments: list[str]) -> None:

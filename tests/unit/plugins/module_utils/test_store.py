@@ -65,9 +65,7 @@ def child(args: dict[str, Any], env_extra: dict[str, str] | None = None) -> subp
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARDEN_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(COLLECTIONS), env.get("PYTHONPATH")]))
     env.update(env_extra or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(args) + "\n")
     proc.stdin.flush()
@@ -118,10 +116,12 @@ def test_round_trip(env: Env) -> None:
     data = env.store().read()  # a fresh instance: nothing cached
     assert data["environment"] == "local"
     assert data["revision"] == 2
-    assert sorted(data["secrets"]) == ["api", "db"]
+    names = sorted(data["secrets"])
+    assert names == ["api", "db"]
     stored_digest, written_digest = sha(get_field(data, "api", "value")), sha(value)
     assert stored_digest == written_digest
-    assert get_field(data, "db", "username") == "app"
+    username = get_field(data, "db", "username")
+    assert username == "app"
     assert data["secrets"]["db"]["current"]["version"] == 1
     assert data["secrets"]["db"]["pending"] is None
 
@@ -167,7 +167,8 @@ def test_rollback_copies_are_kept_and_pruned_to_keep(env: Env, tmp_path: Path) -
     (restore_dir / "secrets.vault").write_bytes(Path(store.versions()[-1]).read_bytes())
     restored = Store(str(restore_dir), "local", [("local", VaultSecret(env.password.encode()))]).read()
     assert restored["revision"] == 6
-    assert sorted(restored["secrets"]) == [f"s{i}" for i in range(6)]
+    names = sorted(restored["secrets"])
+    assert names == [f"s{i}" for i in range(6)]
 
 
 def test_update_that_changes_nothing_writes_nothing(filled: Env) -> None:
@@ -178,9 +179,11 @@ def test_update_that_changes_nothing_writes_nothing(filled: Env) -> None:
         data["secrets"]["first"]["kind"] = "generic"  # same value as stored
     after_stat = os.stat(store.path)
     after = Path(store.path).read_bytes()
-    assert sha(after) == sha(before)
+    after_digest, before_digest = sha(after), sha(before)
+    assert after_digest == before_digest
     assert (after_stat.st_ino, after_stat.st_mtime_ns) == (before_stat.st_ino, before_stat.st_mtime_ns)
-    assert store.read()["revision"] == 1
+    revision = store.read()["revision"]
+    assert revision == 1
     assert store.versions() == []
 
 
@@ -190,15 +193,17 @@ def test_missing_store_reads_as_error_naming_init(env: Env) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert "playbooks/init.yml" in message
-    assert env.store().read(missing_ok=True)["secrets"] == {}
+    empty = env.store().read(missing_ok=True)["secrets"] == {}
+    assert empty
 
 
 def test_generated_fields_follow_the_catalog_policy() -> None:
     catalog = load_catalog(str(REPO / "config" / "secrets" / "catalog.yml"))
     app_db = generate_fields(catalog["secrets"]["app_db"], CHARSETS)
     api_key = generate_fields(catalog["secrets"]["payments_api_key"], CHARSETS)
-    assert sorted(app_db) == ["password", "username"]
-    assert app_db["username"] == "app"
+    fields = sorted(app_db)
+    assert fields == ["password", "username"]
+    assert app_db["username"] == "app_a"  # alternating_users: the first of the two logins
     db_ok = len(app_db["password"]) == 32 and set(app_db["password"]) <= set(CHARSETS["alnum"])
     key_ok = len(api_key["value"]) == 48 and set(api_key["value"]) <= set(CHARSETS["urlsafe"])
     assert db_ok
@@ -317,7 +322,8 @@ def test_crash_leaves_exactly_old_or_exactly_new(filled: Env, point: str, expect
         assert now_digest == old_digest
     else:
         assert data["revision"] == old["revision"] + 1
-        assert sorted(data["secrets"]) == ["first", "second"]
+        names = sorted(data["secrets"])
+        assert names == ["first", "second"]
         kept_digest, old_first_digest = sha(data["secrets"]["first"]), sha(old["secrets"]["first"])
         assert kept_digest == old_first_digest
         new_digest, wanted_digest = sha(get_field(data, "second", "value")), sha(value)
@@ -331,7 +337,8 @@ def test_crash_leaves_exactly_old_or_exactly_new(filled: Env, point: str, expect
         assert leftovers  # the crash happened with the new store half or wholly written beside the old one
     _add(store, "third")
     final = filled.store().read()
-    assert sorted(final["secrets"]) == (["first", "third"] if expect == "old" else ["first", "second", "third"])
+    names = sorted(final["secrets"])
+    assert names == (["first", "third"] if expect == "old" else ["first", "second", "third"])
     assert all(os.path.basename(v).startswith("secrets.r") for v in store.versions())
 
 
@@ -392,7 +399,8 @@ def test_lock_released_when_the_holder_dies(filled: Env, holder: subprocess.Pope
     holder.kill()
     holder.wait(timeout=30)
     _add(filled.store(), "after_kill")
-    assert "after_kill" in filled.store().read()["secrets"]
+    names = sorted(filled.store().read()["secrets"])
+    assert names == ["after_kill", "first"]
 
 
 def test_parallel_writers_all_land(filled: Env) -> None:
@@ -402,7 +410,8 @@ def test_parallel_writers_all_land(filled: Env) -> None:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
     data = filled.store().read()
-    assert sorted(data["secrets"]) == ["first", *sorted(values)]
+    names = sorted(data["secrets"])
+    assert names == ["first", *sorted(values)]
     assert data["revision"] == 1 + len(values)
     for name, value in values.items():
         stored, wanted = sha(get_field(data, name, "value")), sha(value)

@@ -13,7 +13,8 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import env_plan
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var, store_for
 
 
 class ActionModule(ActionBase):
@@ -38,4 +39,14 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "msg": str(exc)}
         groups = args["groups"] if args["groups"] is not None else list(task_vars.get("group_names", []))
         services = env_plan(catalog, environment, groups)
+        if services:
+            # all or nothing: every value this host's files need must be readable before the first file is written
+            try:
+                data = store_for(task_vars, self._templar, self._loader, environment=environment).read()
+                for service in services:
+                    for var in service["vars"]:
+                        if "secret" in var:
+                            get_field(data, var["secret"], var["field"], "live", source=f"the {environment} store")
+            except (StoreError, AnsibleError) as exc:
+                return {**result, "failed": True, "msg": str(exc)}
         return {**result, "changed": False, "services": services}

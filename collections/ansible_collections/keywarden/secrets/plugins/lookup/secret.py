@@ -79,8 +79,10 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
 
-# Decrypted stores, keyed by file identity, so a template reading ten values decrypts once.
-_CACHE: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+# Decrypted stores, keyed by environment and file identity, so a template reading ten values decrypts
+# once. An entry answers only for the very vault secret that decrypted it: a cache never bypasses
+# the vault ID and password checks.
+_CACHE: dict[tuple[str, str, int, int, int], tuple[Any, dict[str, Any]]] = {}
 
 
 class LookupModule(LookupBase):
@@ -112,8 +114,10 @@ class LookupModule(LookupBase):
             st = os.stat(store.path)
         except OSError:
             return store.read()
-        key = (store.path, st.st_ino, st.st_mtime_ns, st.st_size)
-        if key not in _CACHE:
+        key = (store.path, store.environment, st.st_ino, st.st_mtime_ns, st.st_size)
+        secret = store.vault_secret()
+        cached = _CACHE.get(key)
+        if cached is None or cached[0] is not secret:
             _CACHE.clear()
-            _CACHE[key] = store.read()
-        return _CACHE[key]
+            _CACHE[key] = (secret, store.read())
+        return _CACHE[key][1]

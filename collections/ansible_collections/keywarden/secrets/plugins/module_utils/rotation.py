@@ -209,7 +209,7 @@ def acquire_run_lock(store_dir: str, environment: str, owner_pid: int, what: str
                 raise StoreError(
                     f"a rotation of environment '{environment}' holds {path} from host {holder.get('host')} (pid {holder.get('pid')}, "
                     f"since {holder.get('since')}); if that run is gone, delete the file"
-                )
+                ) from None
             # the owner is gone (killed run): take over; its pending values are resumed from the store
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

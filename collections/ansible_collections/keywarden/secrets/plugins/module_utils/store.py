@@ -116,6 +116,10 @@ class Store:
         self.holder = holder
 
     # ---- reading -------------------------------------------------------------------------------
+    def vault_secret(self) -> VaultSecret:
+        """The one vault secret this store may be opened with (its environment's)."""
+        return pick_secret(self._vault_secrets, self.environment)
+
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
@@ -232,6 +236,11 @@ class Store:
         data["updated"] = utcnow()
         blob = self._encrypt(data)
         os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
+        # temp files of writers that crashed (we hold the lock, so none is in use)
+        for name in os.listdir(self.dir):
+            if name.startswith(f".{STORE_FILE}.tmp."):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, name))
         tmp = os.path.join(self.dir, f".{STORE_FILE}.tmp.{os.getpid()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

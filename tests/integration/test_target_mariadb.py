@@ -1,0 +1,201 @@
+"""MariaDB logins provisioned by playbooks/provision.yml against a throwaway server (scripts/demo/mariadb).
+
+The logins the store names accept the stored password over TCP, and only it; each reaches its database and
+nothing else; a second run changes nothing; a login changed behind keywarden's back is repaired; and the
+server's general log, which records every statement, never holds a stored password.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import yaml
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "demo" / "mariadb"
+# secret -> (database, logins it may use)
+SECRETS = {
+    "shop_db": ("orders", ("shop_a", "shop_b")),  # alternating_users
+    "ledger_db": ("order_log", ("ledger",)),  # single_user; `_` is a wildcard in a database grant
+}
+# matches `order_log` if the grant's `_` were left unescaped
+DECOY_DATABASE = "orderxlog"
+CATALOG = {
+    "keywarden_catalog_version": 1,
+    "secrets": {
+        "shop_db": {
+            "kind": "mariadb",
+            "description": "The shop's login on the orders database",
+            "environments": ["local"],
+            "target": {"group": "db", "database": "orders", "role": "shop"},
+            "policy": {"max_age_days": 30, "length": 32, "charset": "urlsafe", "strategy": "alternating_users"},
+            "consumers": [{"group": "app", "service": "shop", "env": {"DB_USER": "username", "DB_PASSWORD": "password", "DB_NAME": "database"}}],
+        },
+        "ledger_db": {
+            "kind": "mariadb",
+            "description": "The ledger worker's login on the order log",
+            "environments": ["local"],
+            "target": {"group": "db", "database": "order_log", "role": "ledger"},
+            "policy": {"max_age_days": 30, "length": 24, "charset": "alnum", "strategy": "single_user"},
+            "consumers": [{"group": "worker", "service": "ledger", "env": {"LEDGER_DB_USER": "username", "LEDGER_DB_PASSWORD": "password"}}],
+        },
+    },
+}
+
+
+class MariaDB:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.vars_file = root / "mariadb.yml"
+        settings = yaml.safe_load(self.vars_file.read_text())
+        self.port = int(settings["keywarden_target_mariadb_port"])
+        self.socket = settings["keywarden_target_mariadb_login_unix_socket"]
+        self.admin = settings["keywarden_target_mariadb_login_user"]
+        self.general_log = root / "mariadb" / "general.log"
+
+    def admin_sql(self, *statements: str) -> None:
+        """Run statements as the administrator through the socket (unix_socket authentication)."""
+        conn = pymysql.connect(unix_socket=self.socket, user=self.admin, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[MariaDB]:
+    if not (shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()):
+        pytest.skip("MariaDB server binaries are not installed (mariadbd)")
+    # short (a socket path fits 107 bytes) and traversable: as root, the script runs the server as mysql
+    root = Path(tempfile.mkdtemp(prefix="kw-mariadb-", dir="/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - the mysql user must traverse it; nothing secret lives here
+    try:
+        started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=60, check=False)
+        assert started.returncode == 0, f"scripts/demo/mariadb start failed:\n{started.stdout}\n{started.stderr}"
+        server = MariaDB(root)
+        # the teams own their databases: they exist before keywarden provisions logins on them
+        server.admin_sql(f"CREATE DATABASE IF NOT EXISTS {SECRETS['ledger_db'][0]}", f"CREATE DATABASE IF NOT EXISTS {DECOY_DATABASE}")
+        yield server
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def provisioned(make_workspace: Callable[..., Any], mariadb: MariaDB) -> tuple[Any, Any]:
+    """A workspace whose store holds the two MariaDB secrets, provisioned once; the provision run's result."""
+    ws = make_workspace("mariadb", groups=("db", "app", "worker"))
+    ws.catalog.write_text("---\n" + yaml.safe_dump(CATALOG, sort_keys=False))
+    ws.set_password("local")
+    init = ws.run("playbooks/init.yml")
+    assert init.returncode == 0, init.explain()
+    first = ws.run("playbooks/provision.yml", "-e", f"@{mariadb.vars_file}")
+    assert first.returncode == 0, first.explain()
+    return ws, first
+
+
+def _credentials(ws: Any, name: str) -> tuple[str, str]:
+    data = ws.store().read()
+    return get_field(data, name, "username", stage="live"), get_field(data, name, "password", stage="live")
+
+
+def _connect(mariadb: MariaDB, user: str, password: str, database: str | None = None) -> Any:
+    return pymysql.connect(host="127.0.0.1", port=mariadb.port, user=user, password=password, database=database, connect_timeout=5)
+
+
+def _current_user(mariadb: MariaDB, user: str, password: str) -> str:
+    conn = _connect(mariadb, user, password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_stored_login_logs_in_over_tcp(provisioned: tuple[Any, Any], mariadb: MariaDB, name: str) -> None:
+    ws, first = provisioned
+    assert first.recap()["changed"] >= 1
+    leaked = ws.leaks(first.output)
+    assert not leaked
+    user, password = _credentials(ws, name)
+    assert user in SECRETS[name][1]
+    assert _current_user(mariadb, user, password) == f"{user}@%"
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_wrong_password_is_refused(provisioned: tuple[Any, Any], mariadb: MariaDB, name: str) -> None:
+    ws, _ = provisioned
+    user, password = _credentials(ws, name)
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        _connect(mariadb, user, password + "-wrong")
+    assert caught.value.args[0] == 1045  # ER_ACCESS_DENIED_ERROR
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_login_uses_its_database_only(provisioned: tuple[Any, Any], mariadb: MariaDB, name: str) -> None:
+    ws, _ = provisioned
+    database = SECRETS[name][0]
+    user, password = _credentials(ws, name)
+    conn = _connect(mariadb, user, password, database=database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS kw_probe (id INT PRIMARY KEY)")
+            cur.execute("REPLACE INTO kw_probe VALUES (1)")
+            cur.execute("SELECT COUNT(*) FROM kw_probe")
+            assert cur.fetchone() == (1,)
+            cur.execute("DROP TABLE kw_probe")
+        conn.commit()
+    finally:
+        conn.close()
+    # the grant names its database exactly: `order_log` does not match `orderxlog`, and mysql is out of reach
+    for other in (DECOY_DATABASE, "mysql"):
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            _connect(mariadb, user, password, database=other)
+        assert caught.value.args[0] == 1044  # ER_DBACCESS_DENIED_ERROR
+
+
+def test_second_run_changes_nothing(provisioned: tuple[Any, Any], mariadb: MariaDB) -> None:
+    ws, _ = provisioned
+    for extra in ((), ("--check",)):
+        again = ws.run("playbooks/provision.yml", "-e", f"@{mariadb.vars_file}", *extra)
+        assert again.returncode == 0, again.explain()
+        assert again.recap()["changed"] == 0, again.explain()
+
+
+def test_login_changed_behind_keywarden_is_repaired(provisioned: tuple[Any, Any], mariadb: MariaDB) -> None:
+    ws, _ = provisioned
+    user, password = _credentials(ws, "ledger_db")
+    # someone resets the password and adds a grant by hand: the next provision run puts back the store's
+    mariadb.admin_sql(f"SET PASSWORD FOR '{user}'@'%' = PASSWORD('drifted-by-hand')", f"GRANT SELECT ON {DECOY_DATABASE}.* TO '{user}'@'%'")
+    with pytest.raises(pymysql.err.OperationalError):
+        _connect(mariadb, user, password)
+    repaired = ws.run("playbooks/provision.yml", "-e", f"@{mariadb.vars_file}")
+    assert repaired.returncode == 0, repaired.explain()
+    assert repaired.recap()["changed"] == 1, repaired.explain()
+    assert _current_user(mariadb, user, password) == f"{user}@%"
+    with pytest.raises(pymysql.err.OperationalError):
+        _connect(mariadb, user, password, database=DECOY_DATABASE)
+
+
+def test_general_log_holds_no_stored_password(provisioned: tuple[Any, Any], mariadb: MariaDB) -> None:
+    ws, _ = provisioned
+    log = mariadb.general_log.read_text(errors="replace")
+    # the log is live and saw the provisioning: a clean log proves something
+    assert "CREATE USER" in log
+    assert "IDENTIFIED BY PASSWORD '*" in log
+    hits = sum(log.count(value) for value in ws.store_values())
+    assert hits == 0
