@@ -77,7 +77,7 @@ class MariaDB:
 @pytest.fixture(scope="module")
 def mariadb() -> Iterator[MariaDB]:
     if not (shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()):
-        pytest.skip("MariaDB server binaries are not installed (mariadbd)")
+        pytest.fail("MariaDB server binaries are not installed (mariadbd): scripts/dev/bootstrap test installs mariadb-server")
     # short (a socket path fits 107 bytes) and traversable: as root, the script runs the server as mysql
     root = Path(tempfile.mkdtemp(prefix="kw-mariadb-", dir="/tmp"))
     os.chmod(root, 0o755)  # noqa: S103 - the mysql user must traverse it; nothing secret lives here
