@@ -101,9 +101,14 @@ class Workspace:
         self.password_dir = root / "vault-pass"
         self.catalog = root / "catalog.yml"
         self.playbook_dir = root / "playbooks"
+        # each workspace has its own audit log and key, outside the store dir (snapshots compare that dir)
+        self.audit_dir = root / "audit"
+        self.audit_log = self.audit_dir / "audit.log"
+        self.audit_key = self.audit_dir / "audit.key"
         for directory in (self.inventory / "group_vars" / "all", self.playbook_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.password_dir.mkdir(mode=0o700, exist_ok=True)
+        self.audit_dir.mkdir(mode=0o700, exist_ok=True)
         shutil.copyfile(CATALOG, self.catalog)
         hosts = {
             "all": {
@@ -120,6 +125,9 @@ class Workspace:
             "keywarden_env_owner": "{{ ansible_user_id | default('root') }}",
             "keywarden_env_group": "{{ ansible_user_id | default('root') }}",
             "keywarden_env_manage_services": False,
+            # in group_vars (not only the environment of Workspace.run) so that every runner of this inventory audits here
+            "keywarden_audit_log": str(self.audit_log),
+            "keywarden_audit_key_file": str(self.audit_key),
         }
         (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))
 
@@ -184,18 +192,28 @@ class Workspace:
         path.write_text("---\n" + yaml.safe_dump(plays, sort_keys=False))
         return path
 
-    def run(self, playbook: str | Path, *extra: str, vault_ids: tuple[str, ...] | None = None, timeout: float = 300) -> PlaybookResult:
-        """ansible-playbook with the repo's ansible.cfg, this workspace's inventory and password dir, a clean environment."""
+    def run(
+        self,
+        playbook: str | Path,
+        *extra: str,
+        vault_ids: tuple[str, ...] | None = None,
+        timeout: float = 300,
+        env_extra: dict[str, str] | None = None,
+    ) -> PlaybookResult:
+        """ansible-playbook with the repo's ansible.cfg, this workspace's inventory, password dir and audit log, a clean environment."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
         env.update(
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_FORCE_COLOR="0",
             KEYWARDEN_VAULT_PASSWORD_DIR=str(self.password_dir),
+            KEYWARDEN_AUDIT_LOG=str(self.audit_log),
+            KEYWARDEN_AUDIT_KEY_FILE=str(self.audit_key),
             # the OS keyring is the client's third source: keep the caller's keyring out of the tests
             PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
+        env.update(env_extra or {})
         vault_ids = (self.environment,) if vault_ids is None else vault_ids
         path = Path(playbook)
         if not path.is_absolute():

@@ -61,7 +61,13 @@ def stack(tmp_path_factory):
         f"keywarden_env_compose_project_dir: {project}\n"
         "keywarden_env_compose_command: docker-compose\n"
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "KEYWARDEN_VAULT_PASSWORD_DIR": str(base / "pass")}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "KEYWARDEN_VAULT_PASSWORD_DIR": str(base / "pass"),
+        "KEYWARDEN_AUDIT_LOG": str(base / "audit" / "audit.log"),
+        "KEYWARDEN_AUDIT_KEY_FILE": str(base / "audit" / "audit.key"),
+    }
 
     def playbook(name: str) -> subprocess.CompletedProcess:
         return subprocess.run(

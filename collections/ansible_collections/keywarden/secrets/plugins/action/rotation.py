@@ -17,11 +17,13 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import rotation
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, store_for
 
 _OPS = ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]
+_AUDIT_EVENTS = {"begin": "rotate.create", "mark": "rotate.mark", "promote": "rotate.finish", "abandon": "rotate.rollback"}
 
 
 def _crash_point(point: str) -> None:
@@ -58,7 +60,12 @@ class ActionModule(ActionBase):
             catalog_env = secrets_for_environment(catalog, store.environment)
             if op == "plan":
                 planned = rotation.plan(catalog_env, store.read(), args["only"])
-                return {**result, "changed": False, "rotations": planned, "msg": f"{len(planned)} to rotate"}
+                msg = f"{len(planned)} to rotate"
+                # with something to rotate, op=lock takes a dead run's lock over; with nothing, it would stay
+                stale = None if planned or self._task.check_mode else rotation.clear_stale_run_lock(store.dir)
+                if stale:
+                    msg += f"; removed the run lock of a run that is gone (pid {stale.get('pid')}, since {stale.get('since')})"
+                return {**result, "changed": bool(stale), "rotations": planned, "msg": msg}
             if self._task.check_mode:
                 return {**result, "changed": bool(args["names"]) or op in ("lock", "unlock"), "msg": f"check mode: {op} not performed"}
             if op == "lock":
@@ -67,13 +74,17 @@ class ActionModule(ActionBase):
                 msg = f"rotation lock of {store.environment} held by pid {owner}"
                 if taken:
                     msg += f" (taken over from a run that is gone: pid {taken.get('pid')}, since {taken.get('since')})"
+                store.audit.record("rotate.lock", pid=owner, taken_over=bool(taken))
                 _crash_point("rotate-after-lock")
                 return {**result, "changed": True, "msg": msg, "taken_over": bool(taken)}
             if op == "unlock":
                 released = rotation.release_run_lock(store.dir, owner)
+                if released:
+                    store.audit.record("rotate.unlock", pid=owner)
                 return {**result, "changed": released, "msg": "rotation lock released" if released else "rotation lock was not ours"}
             names = args["names"]
-            with store.update() as data:
+            # each transition is audited per secret by the store write (rotate.create/mark/finish/rollback)
+            with store.update(event=_AUDIT_EVENTS[op]) as data:
                 if op == "begin":
                     out: Any = rotation.begin(data, catalog_env, names)
                 elif op == "mark":
@@ -85,6 +96,6 @@ class ActionModule(ActionBase):
                 else:
                     out = rotation.abandon(data, names)
             _crash_point(f"rotate-after-{op}" + (f"-{args['step']}" if op == "mark" else ""))
-        except (StoreError, AnsibleError) as exc:
+        except (StoreError, AnsibleError, AuditError) as exc:
             return {**result, "failed": True, "msg": str(exc)}
         return {**result, "changed": bool(out), "result": out, "revision": data.get("revision")}

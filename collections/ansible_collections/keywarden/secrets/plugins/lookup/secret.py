@@ -13,6 +13,9 @@ description:
     from the vault-encrypted store of the inventory's environment.
   - The store is decrypted only with the vault password whose vault ID is the environment's name.
   - Use it only in tasks with C(no_log: true); never print what it returns.
+  - Every read appends a line to the environment's audit log (secret, field, stage, version, host, actor and
+    an HMAC-SHA256 of the value under the audit key, never the value). When the log cannot be written the read
+    fails (fail closed).
 options:
   _terms:
     description: Secret names, optionally as C(name.field).
@@ -50,6 +53,40 @@ options:
     ini:
       - section: keywarden
         key: store_dir
+  audit_log:
+    description:
+      - Audit log of the environment (JSON lines, hash-chained, mode 0600). Default C(<store_dir>/audit.log).
+    type: path
+    vars:
+      - name: keywarden_audit_log
+    env:
+      - name: KEYWARDEN_AUDIT_LOG
+    ini:
+      - section: keywarden
+        key: audit_log
+  audit_key_file:
+    description:
+      - File holding the audit key (hex, mode 0600, never in the repository). Created on first use when missing.
+        Default C(~/.config/keywarden/audit-<environment>.key).
+    type: path
+    vars:
+      - name: keywarden_audit_key_file
+    env:
+      - name: KEYWARDEN_AUDIT_KEY_FILE
+    ini:
+      - section: keywarden
+        key: audit_key_file
+  audit_syslog:
+    description: Also forward each audit line to syslog/journald (facility authpriv, ident C(keywarden-audit)).
+    type: bool
+    default: false
+    vars:
+      - name: keywarden_audit_syslog
+    env:
+      - name: KEYWARDEN_AUDIT_SYSLOG
+    ini:
+      - section: keywarden
+        key: audit_syslog
 """
 
 EXAMPLES = r"""
@@ -76,7 +113,8 @@ from typing import Any
 from ansible.errors import AnsibleError, AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
 
 # Decrypted stores, keyed by environment and file identity, so a template reading ten values decrypts
@@ -96,13 +134,35 @@ class LookupModule(LookupBase):
                 self._loader,
                 environment=self.get_option("environment"),
                 store_dir=self.get_option("store_dir"),
+                audit_options={
+                    "log": self.get_option("audit_log"),
+                    "key_file": self.get_option("audit_key_file"),
+                    "syslog": self.get_option("audit_syslog"),
+                },
             )
             data = self._read(store)
             values = []
+            entries = []
+            stage = self.get_option("stage")
             for term in terms:
                 name, _, field = str(term).partition(".")
-                values.append(get_field(data, name, field or self.get_option("field"), self.get_option("stage"), source=store.path))
+                field = field or self.get_option("field")
+                try:
+                    value = get_field(data, name, field, stage, source=store.path)
+                except StoreError:
+                    # a refused read is on the record too
+                    store.audit.record("read", secret=name, field=field, stage=stage, outcome="error")
+                    raise
+                values.append(value)
+                stored_stage = resolve_stage(data["secrets"][name], stage)
+                entries.append(
+                    store.audit.entry("read", secret=name, field=field, stage=stored_stage, version=staged_version(data, name, stored_stage), value=value)
+                )
+            # every read is recorded, cached or not; no record, no value (fail closed)
+            store.audit.record_many(entries)
             return values
+        except AuditError as exc:
+            raise AnsibleLookupError(f"secret read refused: {exc}") from None
         except StoreError as exc:
             raise AnsibleLookupError(str(exc)) from None
         except AnsibleError:

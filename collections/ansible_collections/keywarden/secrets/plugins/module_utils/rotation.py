@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -175,9 +176,19 @@ def _alive(pid: int) -> bool:
 def acquire_run_lock(store_dir: str, environment: str, owner_pid: int, what: str) -> dict[str, Any]:
     """Take the environment's rotation lock for process ``owner_pid`` (the ansible-playbook process).
 
-    A lock whose owner died (a killed run) is taken over; a live owner is named in the error.
+    A lock whose owner died (a killed run) is taken over; a live owner is named in the error. The
+    check-and-take runs under a short flock, so two runs finding the same dead lock cannot both take it.
     """
     os.makedirs(store_dir, mode=0o700, exist_ok=True)
+    guard = os.open(os.path.join(store_dir, "rotation.lock.guard"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        return _acquire_run_lock(store_dir, environment, owner_pid, what)
+    finally:
+        os.close(guard)
+
+
+def _acquire_run_lock(store_dir: str, environment: str, owner_pid: int, what: str) -> dict[str, Any]:
     path = os.path.join(store_dir, "rotation.lock")
     info = {
         "pid": owner_pid,
@@ -221,6 +232,25 @@ def acquire_run_lock(store_dir: str, environment: str, owner_pid: int, what: str
             os.fsync(handle.fileno())
         return info
     raise StoreError(f"could not take the rotation lock {path}; another run keeps taking it")
+
+
+def clear_stale_run_lock(store_dir: str) -> dict[str, Any] | None:
+    """Remove the run lock of a run that is gone (killed on this host); return that holder, else None.
+
+    A run with nothing to rotate takes no lock, so without this the lock of a run killed before `begin` or
+    after `promote` would stay until the next real rotation took it over.
+    """
+    path = os.path.join(store_dir, "rotation.lock")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            holder = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(holder, dict) or holder.get("host") != socket.gethostname() or _alive(int(holder.get("pid", 0))):
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return holder
 
 
 def release_run_lock(store_dir: str, owner_pid: int) -> bool:

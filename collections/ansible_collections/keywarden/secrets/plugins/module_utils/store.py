@@ -16,6 +16,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import fcntl
 import getpass
@@ -32,6 +33,7 @@ from typing import Any
 import yaml
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, Auditor
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names
 
 STORE_FORMAT = 1
@@ -104,6 +106,7 @@ class Store:
         keep: int = DEFAULT_KEEP,
         lock_timeout: float = 0.0,
         holder: str = "",
+        audit: Auditor | None = None,
     ) -> None:
         self.dir = os.path.abspath(store_dir)
         self.path = os.path.join(self.dir, STORE_FILE)
@@ -114,6 +117,8 @@ class Store:
         self.keep = keep
         self.lock_timeout = lock_timeout
         self.holder = holder
+        # plugins always set it (plugin_utils.context.store_for); every write is then audited
+        self.audit = audit
 
     # ---- reading -------------------------------------------------------------------------------
     def vault_secret(self) -> VaultSecret:
@@ -216,14 +221,30 @@ class Store:
 
     # ---- writing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def update(self) -> Iterator[dict[str, Any]]:
-        """Lock, read, let the caller change the data, write it back atomically if it changed."""
+    def update(self, event: str = "store") -> Iterator[dict[str, Any]]:
+        """Lock, read, let the caller change the data, write it back atomically if it changed.
+
+        With an auditor, the write is refused when the audit log cannot be opened, and each changed secret,
+        stage and field is recorded as ``event`` (with an HMAC of the new value) once the store is written.
+        """
         with self.lock():
             data = self.read(missing_ok=True)
             before = yaml.safe_dump(data, sort_keys=True)
+            original = copy.deepcopy(data) if self.audit else None
             yield data
             if yaml.safe_dump(data, sort_keys=True) != before:
+                if self.audit is None:
+                    self._write(data)
+                    return
+                try:
+                    self.audit.log.check_writable()
+                except AuditError as exc:
+                    raise StoreError(f"{exc}; the store was not changed") from None
                 self._write(data)
+                try:
+                    self.audit.record_many(self.audit.write_entries(event, original or {}, data, STAGES))
+                except AuditError as exc:
+                    raise StoreError(f"store {self.path} was written (revision {data['revision']}) but {exc}") from None
 
     def _encrypt(self, data: dict[str, Any]) -> bytes:
         secret = pick_secret(self._vault_secrets, self.environment)
@@ -290,8 +311,7 @@ def get_field(data: dict[str, Any], name: str, field: str, stage: str = "current
         raise StoreError(
             f"secret '{name}' is not in {source}: add it to config/secrets/catalog.yml for environment '{data.get('environment')}' and run playbooks/init.yml"
         )
-    if stage == "live":
-        stage = "pending" if (entry.get("pending") or {}).get("step") == DISTRIBUTING else "current"
+    stage = resolve_stage(entry, stage)
     staged = entry.get(stage)
     if not staged:
         raise StoreError(f"secret '{name}' has no {stage} value in {source}")
@@ -299,6 +319,19 @@ def get_field(data: dict[str, Any], name: str, field: str, stage: str = "current
     if field not in fields:
         raise StoreError(f"secret '{name}' has no field '{field}'; its fields are: {', '.join(sorted(fields))}")
     return str(fields[field])
+
+
+def resolve_stage(entry: dict[str, Any], stage: str) -> str:
+    """The stored stage a read stage names (``live`` is ``pending`` while distributing, else ``current``)."""
+    if stage == "live":
+        return "pending" if (entry.get("pending") or {}).get("step") == DISTRIBUTING else "current"
+    return stage
+
+
+def staged_version(data: dict[str, Any], name: str, stage: str) -> int | None:
+    """Version of a secret's value at a (read) stage, or None."""
+    entry = data["secrets"].get(name) or {}
+    return (entry.get(resolve_stage(entry, stage)) or {}).get("version")
 
 
 def new_entry(kind: str, fields: dict[str, str]) -> dict[str, Any]:

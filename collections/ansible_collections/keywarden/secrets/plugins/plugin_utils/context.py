@@ -4,11 +4,14 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 from typing import Any
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
 
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CatalogError, load_catalog
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import DEFAULT_KEEP, Store
 
@@ -30,13 +33,70 @@ def required_var(variables: dict[str, Any], templar: Any, name: str, override: A
     return value
 
 
-def store_for(variables: dict[str, Any], templar: Any, loader: Any, environment: Any = None, store_dir: Any = None, holder: str = "") -> Store:
+def store_for(
+    variables: dict[str, Any],
+    templar: Any,
+    loader: Any,
+    environment: Any = None,
+    store_dir: Any = None,
+    holder: str = "",
+    audit_options: dict[str, Any] | None = None,
+) -> Store:
     env = str(required_var(variables, templar, "keywarden_environment", environment))
     directory = str(required_var(variables, templar, "keywarden_store_dir", store_dir))
     keep = resolve_var(variables, templar, "keywarden_store_keep_versions") or DEFAULT_KEEP
     timeout = resolve_var(variables, templar, "keywarden_store_lock_timeout") or 0
     vault = getattr(loader, "_vault", None)
-    return Store(directory, env, getattr(vault, "secrets", None), keep=int(keep), lock_timeout=float(timeout), holder=holder)
+    auditor = auditor_for(variables, templar, env, directory, audit_options)
+    return Store(directory, env, getattr(vault, "secrets", None), keep=int(keep), lock_timeout=float(timeout), holder=holder, audit=auditor)
+
+
+# Audit settings: (play variable, environment variable, ansible.cfg [keywarden] key). The secret lookup documents
+# the same three sources for each option; action plugins, which have no options of their own, read them here.
+AUDIT_SETTINGS = {
+    "log": ("keywarden_audit_log", "KEYWARDEN_AUDIT_LOG", "audit_log"),
+    "key_file": ("keywarden_audit_key_file", "KEYWARDEN_AUDIT_KEY_FILE", "audit_key_file"),
+    "syslog": ("keywarden_audit_syslog", "KEYWARDEN_AUDIT_SYSLOG", "audit_syslog"),
+}
+
+
+def _ini(key: str) -> str | None:
+    path = getattr(C, "CONFIG_FILE", None)
+    if not path:
+        return None
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+        return parser.get("keywarden", key, fallback=None)
+    except (OSError, configparser.Error):
+        return None
+
+
+def audit_setting(variables: dict[str, Any], templar: Any, option: str, override: Any = None) -> Any:
+    """An audit option: explicit value, else play variable, else environment variable, else ansible.cfg."""
+    var, env, ini = AUDIT_SETTINGS[option]
+    value = resolve_var(variables, templar, var, override)
+    if value in (None, ""):
+        value = os.environ.get(env) or _ini(ini)
+    return value
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def auditor_for(variables: dict[str, Any], templar: Any, environment: str, store_dir: str, options: dict[str, Any] | None = None) -> Auditor:
+    """The environment's audit log (default <store dir>/audit.log) with its key (default ~/.config/keywarden/audit-<env>.key)."""
+    options = options or {}
+    log_path = audit_setting(variables, templar, "log", options.get("log")) or os.path.join(store_dir, "audit.log")
+    key_file = audit_setting(variables, templar, "key_file", options.get("key_file")) or default_key_file(environment)
+    syslog = _truthy(audit_setting(variables, templar, "syslog", options.get("syslog")) or False)
+    try:
+        key = load_key(os.path.expanduser(str(key_file)))
+    except AuditError as exc:
+        raise AnsibleError(f"{exc}: refusing to go on without an audit record (fail closed)") from None
+    host = variables.get("inventory_hostname")
+    return Auditor(AuditLog(str(log_path), key, syslog=syslog), environment, actor(variables), host=str(host) if host else None)
 
 
 def catalog_for(variables: dict[str, Any], templar: Any, path: Any = None) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Record deliveries (and, once they exist, backups and restores) in the environment's audit log.
+
+Per delivered secret field: name, field, stage, version, host, file, actor and an HMAC of the value under the audit
+key. Reads the store only to compute versions and HMACs; returns counts, never values. Fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _, args = self.validate_argument_spec(
+            argument_spec={
+                "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
+                "services": {"type": "list", "elements": "dict", "default": []},
+                "changed": {"type": "list", "elements": "str", "default": []},
+                "dest_dir": {"type": "str"},
+                "stage": {"type": "str", "default": "live"},
+                "secrets": {"type": "list", "elements": "str", "default": []},
+                "outcome": {"type": "str", "default": "ok"},
+                "detail": {"type": "dict", "default": {}},
+            },
+        )
+        args = json.loads(json.dumps(args))
+        if self._task.check_mode:
+            return {**result, "changed": False, "recorded": 0, "msg": "check mode: nothing delivered, nothing recorded"}
+        try:
+            store = store_for(task_vars, self._templar, self._loader)
+            data = store.read()
+            audit = store.audit
+            entries = []
+            if args["event"] == "deploy":
+                changed = set(args["changed"])
+                for service in args["services"]:
+                    name = str(service["service"])
+                    file = os.path.join(args["dest_dir"], f"{name}.env") if args["dest_dir"] else None
+                    for var in service.get("vars") or []:
+                        if "secret" not in var:
+                            continue
+                        secret, field = str(var["secret"]), str(var["field"])
+                        value = get_field(data, secret, field, args["stage"], source=store.path)
+                        stage = resolve_stage(data["secrets"][secret], args["stage"])
+                        entries.append(
+                            audit.entry(
+                                "deploy",
+                                secret=secret,
+                                field=field,
+                                stage=stage,
+                                version=staged_version(data, secret, stage),
+                                value=value,
+                                outcome=args["outcome"],
+                                service=name,
+                                file=file,
+                                var=var.get("name"),
+                                changed=name in changed,
+                            )
+                        )
+            else:
+                for secret in args["secrets"] or sorted(data["secrets"]):
+                    stage = resolve_stage(data["secrets"].get(secret) or {}, args["stage"])
+                    entries.append(
+                        audit.entry(
+                            args["event"], secret=secret, stage=stage, version=staged_version(data, secret, stage), outcome=args["outcome"], **args["detail"]
+                        )
+                    )
+            audit.record_many(entries)
+        except AuditError as exc:
+            return {**result, "failed": True, "msg": f"{exc}"}
+        except (StoreError, AnsibleError) as exc:
+            return {**result, "failed": True, "msg": str(exc)}
+        return {**result, "changed": False, "recorded": len(entries), "log": audit.log.path, "msg": f"{len(entries)} audit records in {audit.log.path}"}

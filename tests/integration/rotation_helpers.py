@@ -1,0 +1,309 @@
+"""Shared helpers of the rotation integration tests (test_rotation_*.py): catalogs, playbook runs with a
+fault injected or a kill from outside, and the three places a credential lives (store, consumer .env, the
+PostgreSQL server).
+
+Values never reach an assertion: credentials are compared by fingerprint (SHA-256), and a `Creds` shows
+only its user and database in a repr, so pytest's assertion introspection cannot print a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
+DATABASE = "orders"  # created by scripts/demo/postgres
+ROTATE = "playbooks/rotate.yml"
+RUN_LOCK = "rotation.lock"
+_RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+# Fault points of the engine: action/rotation.py `_crash_point` SIGKILLs ansible-playbook and the worker;
+# module_utils/store.py `_fault` SIGKILLs the process writing the store (the worker: ansible-playbook then
+# stops the run with "A worker was found in a dead state").
+ROTATE_FAULTS = ("rotate-after-lock", "rotate-after-begin", "rotate-after-mark-distributing", "rotate-after-promote")
+STORE_FAULTS = ("store-mid-write", "store-before-rename", "store-after-rename")
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+# ---- catalogs -----------------------------------------------------------------------------------------
+def pg_secret(role: str, strategy: str = "alternating_users", consumers: Iterable[tuple[str, str, str]] = (("app", "app", "DB"),)) -> dict[str, Any]:
+    """A PostgreSQL catalog entry on the `orders` database; each consumer is (group, service, variable prefix):
+    the service's .env gets <prefix>_USER, <prefix>_PASSWORD and <prefix>_NAME."""
+    return {
+        "kind": "postgresql",
+        "description": f"rotation test login {role}",
+        "environments": ["local"],
+        "target": {"group": "db", "database": DATABASE, "role": role},
+        "policy": {"max_age_days": 30, "length": 32, "charset": "alnum", "strategy": strategy},
+        "consumers": [
+            {"group": group, "service": service, "env": {f"{prefix}_USER": "username", f"{prefix}_PASSWORD": "password", f"{prefix}_NAME": "database"}}
+            for group, service, prefix in consumers
+        ],
+    }
+
+
+def catalog(secrets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"keywarden_catalog_version": 1, "secrets": secrets}
+
+
+# ---- workspaces ---------------------------------------------------------------------------------------
+def setup_workspace(make_workspace: Any, name: str, catalog_data: dict[str, Any], postgres: Any, groups: tuple[str, ...] = ("db", "app")) -> Any:
+    """A conftest Workspace with this catalog and the throwaway server's socket and port in its group_vars."""
+    ws = make_workspace(name, groups=groups)
+    ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
+    (ws.inventory / "group_vars" / "all" / "postgres.yml").write_text(postgres.vars_file.read_text())
+    return ws
+
+
+def provisioned(make_workspace: Any, name: str, catalog_data: dict[str, Any], postgres: Any, groups: tuple[str, ...] = ("db", "app")) -> Any:
+    """init + provision + deploy (playbooks/site.yml) once: the template that tests clone."""
+    ws = setup_workspace(make_workspace, name, catalog_data, postgres, groups)
+    ws.set_password("local")
+    result = run_playbook(ws, "playbooks/site.yml")
+    assert result.returncode == 0, result.explain()
+    return ws
+
+
+def clone(make_workspace: Any, template: Any, name: str, postgres: Any) -> Any:
+    """A fresh workspace with copies of the template's catalog, store, vault password and delivered .env files."""
+    groups = tuple(yaml.safe_load((template.inventory / "hosts.yml").read_text())["all"]["children"])
+    ws = setup_workspace(make_workspace, name, yaml.safe_load(template.catalog.read_text()), postgres, groups)
+    ws.clone_store(template, env_dir=True)
+    return ws
+
+
+# ---- running ansible-playbook -------------------------------------------------------------------------
+class Run:
+    def __init__(self, ws: Any, args: list[str], returncode: int, output: str, seconds: float, killed: bool) -> None:
+        self.ws = ws
+        self.args = args
+        self.returncode = returncode
+        self.output = output
+        self.seconds = seconds
+        self.killed = killed  # killed from outside (kill_on)
+
+    def recap(self) -> dict[str, int]:
+        match = _RECAP_RE.search(self.output)
+        if not match:
+            return {}
+        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups()), strict=True))
+
+    def says(self, text: str) -> bool:
+        """Whether the output holds this text, whitespace collapsed (the yaml callback wraps long messages)."""
+        return " ".join(text.split()) in " ".join(self.output.split())
+
+    def lines(self, *fragments: str) -> list[str]:
+        return [line for line in self.output.splitlines() if all(fragment in line for fragment in fragments)]
+
+    def error_line(self, *fragments: str) -> str | None:
+        """The first output line holding every fragment: a one-line error that says what to fix."""
+        found = self.lines(*fragments)
+        return found[0] if found else None
+
+    def explain(self) -> str:
+        """The run's output tail for an assertion message, every value of the workspace's store redacted."""
+        return f"ansible-playbook {' '.join(self.args)} -> rc {self.returncode} after {self.seconds:.1f}s\n" + self.ws.redact(self.output)[-5000:]
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def run_playbook(
+    ws: Any,
+    playbook: str,
+    *extra: str,
+    fault: str | None = None,
+    kill_on: str | None = None,
+    timeout: float = 300,
+) -> Run:
+    """ansible-playbook against the workspace (the way conftest's Workspace.run does it), optionally with
+    KEYWARDEN_FAULT_INJECT=<fault>, or SIGKILLed with all its workers from outside as soon as a line of its
+    output contains ``kill_on``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
+    env.update(
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        KEYWARDEN_VAULT_PASSWORD_DIR=str(ws.password_dir),
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    if fault:
+        env["KEYWARDEN_FAULT_INJECT"] = fault
+    args = ["-i", str(ws.inventory), str(REPO / playbook), "--vault-id", f"{ws.environment}@{CLIENT}", *extra]
+    started = time.monotonic()
+    # own process group: a kill from outside takes the workers too, as a crashed controller would
+    proc = subprocess.Popen(
+        [_tool("ansible-playbook"), *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+    killed = threading.Event()
+
+    def kill_group() -> None:
+        killed.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout, kill_group)
+    watchdog.start()
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_on and kill_on in line and not killed.is_set():
+                kill_group()
+        returncode = proc.wait()
+    finally:
+        watchdog.cancel()
+        # a worker orphaned by a fault must not outlive the case
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return Run(ws, args, returncode, "".join(lines), time.monotonic() - started, killed.is_set())
+
+
+def rotate(ws: Any, *extra: str, only: str | None = None, fault: str | None = None, kill_on: str | None = None) -> Run:
+    return run_playbook(ws, ROTATE, *(("-e", f"keywarden_rotate_only={only}") if only else ()), *extra, fault=fault, kill_on=kill_on)
+
+
+# ---- credentials: store, .env, server -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Creds:
+    """A login. The password is left out of repr and of comparisons: compare ``fingerprint``s."""
+
+    user: str
+    password: str = field(repr=False, compare=False)
+    database: str = DATABASE
+
+    @property
+    def fingerprint(self) -> str:
+        return digest(f"{self.user}\0{self.password}\0{self.database}")
+
+
+def stored(ws: Any, name: str) -> dict[str, Any]:
+    """The store entry of one secret (read it, never print it)."""
+    return ws.store().read()["secrets"][name]
+
+
+def store_creds(ws: Any, name: str, stage: str = "current") -> Creds | None:
+    staged = stored(ws, name).get(stage)
+    if not staged:
+        return None
+    return Creds(staged["fields"]["username"], staged["fields"]["password"])
+
+
+def read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def env_creds(ws: Any, service: str = "app", prefix: str = "DB") -> Creds:
+    """What the consumer holds: <prefix>_USER/_PASSWORD/_NAME of <env_dir>/<service>.env, read afresh."""
+    values = read_env(ws.env_dir / f"{service}.env")
+    return Creds(values[f"{prefix}_USER"], values[f"{prefix}_PASSWORD"], values[f"{prefix}_NAME"])
+
+
+def login(port: int, creds: Creds, timeout: int = 5) -> str | None:
+    """The role a TCP login (scram-sha-256) with these credentials gets, or None when it is refused."""
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=creds.user, password=creds.password, dbname=creds.database, connect_timeout=timeout)
+    except psycopg2.OperationalError:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def connects(port: int, creds: Creds, timeout: int = 5) -> bool:
+    """Whether the server accepts a TCP login with these credentials (a bare connect: the load client's probe)."""
+    try:
+        psycopg2.connect(host="127.0.0.1", port=port, user=creds.user, password=creds.password, dbname=creds.database, connect_timeout=timeout).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def admin_query(postgres: Any, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A query as the administrator through the server's socket (trust)."""
+    conn = psycopg2.connect(host=postgres.socket_dir, port=postgres.port, user="postgres", dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def run_lock(ws: Any) -> Path:
+    return ws.store_dir / RUN_LOCK
+
+
+@dataclass(frozen=True)
+class State:
+    """One secret everywhere at one moment: versions, fingerprints and which logins the server accepts (no values)."""
+
+    version: int
+    previous_version: int | None
+    pending_step: str | None
+    current: Creds
+    previous: Creds | None
+    env: dict[str, str]  # "<service>.env <prefix>" -> fingerprint of the credentials it holds
+    current_login: str | None
+    previous_login: str | None
+    lock: bool
+
+    def consumers_hold(self, creds: Creds) -> bool:
+        return bool(self.env) and set(self.env.values()) == {creds.fingerprint}
+
+
+def observe(ws: Any, port: int, name: str, consumers: Iterable[tuple[str, str]] = (("app", "DB"),)) -> State:
+    """The state of secret ``name``: its store entry, what each (service, prefix) consumer holds, what logs in."""
+    entry = stored(ws, name)
+    current = store_creds(ws, name)
+    previous = store_creds(ws, name, "previous")
+    assert current is not None
+    return State(
+        version=entry["current"]["version"],
+        previous_version=(entry.get("previous") or {}).get("version"),
+        pending_step=(entry.get("pending") or {}).get("step"),
+        current=current,
+        previous=previous,
+        env={f"{service}.env {prefix}": env_creds(ws, service, prefix).fingerprint for service, prefix in consumers},
+        current_login=login(port, current),
+        previous_login=login(port, previous) if previous else None,
+        lock=run_lock(ws).exists(),
+    )
