@@ -180,7 +180,8 @@ def acquire_run_lock(store_dir: str, environment: str, owner_pid: int, what: str
     check-and-take runs under a short flock, so two runs finding the same dead lock cannot both take it.
     """
     os.makedirs(store_dir, mode=0o700, exist_ok=True)
-    guard = os.open(os.path.join(store_dir, "rotation.lock.guard"), os.O_RDWR | os.O_CREAT, 0o600)
+    # the flock is on the store directory itself: no extra file, released when this process exits
+    guard = os.open(store_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         return _acquire_run_lock(store_dir, environment, owner_pid, what)
