@@ -25,8 +25,11 @@ What it does (all in a temp dir; nothing of the repository's inventories or stor
    enabled: one timestamp line per task, no measurable overhead next to a task's seconds. The report shows
    the top tasks of the S-secret rotation whose time is the median, summed by task name across serial
    batches and includes (--no-profile turns the callback off);
-6. writes results/<stamp>-<label>.json and .md (medians, every sample, ratio rotS/noop, marginal cost
-   (rotS - rotH) / (S - H) from the medians, load average, machine, versions).
+6. writes results/<stamp>-<label>.json and .md: every sample (wall and CPU time: user + sys of
+   ansible-playbook and all it ran), medians, the ratio rotS / noop and the marginal cost
+   (rotS - rotH) / (S - H) as medians of the per-repetition values, load average, machine, versions,
+   and the per-task profile difference rotS - rotH (where the marginal cost goes).
+   --render FILE.json only rewrites the .md beside a results file.
 
 --repo runs the playbooks of another checkout (a scratch copy with a trial change); --ansible-arg is
 passed to every timed run (noop too, e.g. `-f 10`); --rotate-arg only to the rotations (e.g.
@@ -359,7 +362,10 @@ def markdown(res: dict[str, Any]) -> str:
         "| --- | ---: | --- | ---: | --- |",
     ]
     for key in ("noop", f"rotate{s}", f"rotate{h}"):
-        cpu = res["cpu_samples_s"][key]
+        cpu = res.get("cpu_samples_s", {}).get(key)
+        if not cpu:  # results recorded before CPU time was measured
+            lines.append(f"| {key} | {med[key]:.2f} | {', '.join(f'{x:.2f}' for x in res['samples_s'][key])} | - | - |")
+            continue
         lines.append(
             f"| {key} | {med[key]:.2f} | {', '.join(f'{x:.2f}' for x in res['samples_s'][key])} | "
             f"{res['cpu_medians_s'][key]:.2f} | {', '.join(f'{x:.2f}' for x in cpu)} |"
@@ -370,8 +376,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"{', '.join(f'{x:.1f}' for x in res['ratio_per_rep'])}; ratio of the medians {res['ratio_of_medians']:.1f}x)",
         f"- **marginal cost per credential (rotate{s} - rotate{h}) / {s - h}: {res['marginal_s']:.3f} s** (goal <= 0.2 s; median of the "
         f"per-repetition values {', '.join(f'{x:.3f}' for x in res['marginal_per_rep'])}; from the medians {res['marginal_of_medians_s']:.3f} s)",
-        f"- CPU time (user + sys of ansible-playbook and everything it ran; steadier than wall time on a shared machine), "
-        f"medians of the per-repetition values: ratio {res['cpu_ratio']:.1f}x, marginal {res['cpu_marginal_s']:.3f} s per credential",
+    ]
+    if "cpu_ratio" in res:
+        lines.append(
+            f"- CPU time (user + sys of ansible-playbook and everything it ran; steadier than wall time on a shared machine), "
+            f"medians of the per-repetition values: ratio {res['cpu_ratio']:.1f}x, marginal {res['cpu_marginal_s']:.3f} s per credential"
+        )
+    lines += [
         f"- verified after every rotation: versions +1 for the rotated names only, no pending left, {res['logins_checked']} consumer logins over TCP",
     ]
     if res.get("profile"):
@@ -413,7 +424,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) and leave PostgreSQL running")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the .md beside a results .json, and exit")
     args = parser.parse_args()
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+        return
     args.half = args.half or args.secrets // 2
     if args.groups < 2 or args.hosts < args.groups:
         parser.error("need at least 2 groups and at least one host per group")
