@@ -8,39 +8,21 @@ key. Reads the store only to compute versions and HMACs; returns counts, never v
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, store_for
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-
+class ActionModule(ControllerAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
-            argument_spec={
-                "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
-                "services": {"type": "list", "elements": "dict", "default": []},
-                "changed": {"type": "list", "elements": "str", "default": []},
-                "dest_dir": {"type": "str"},
-                "stage": {"type": "str", "default": "live"},
-                "secrets": {"type": "list", "elements": "str", "default": []},
-                "outcome": {"type": "str", "default": "ok"},
-                "detail": {"type": "dict", "default": {}},
-            },
-        )
-        args = json.loads(json.dumps(args))
+        args = self.arguments("audit")
         if self._task.check_mode:
             return {**result, "changed": False, "recorded": 0, "msg": "check mode: nothing delivered, nothing recorded"}
         try:

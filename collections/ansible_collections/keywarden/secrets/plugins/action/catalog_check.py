@@ -7,23 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names, secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, required_var
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-
+class ActionModule(ControllerAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
-            argument_spec={"path": {"type": "str"}, "environment": {"type": "str"}},
-        )
+        args = self.arguments("catalog_check")
         try:
             catalog = catalog_for(task_vars, self._templar, args["path"])
             environment = str(required_var(task_vars, self._templar, "keywarden_environment", args["environment"]))

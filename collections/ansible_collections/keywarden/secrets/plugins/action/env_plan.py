@@ -10,28 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import env_plan
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, required_var, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, required_var, store_for
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-
+class ActionModule(ControllerAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
-            argument_spec={
-                "catalog_path": {"type": "str"},
-                "environment": {"type": "str"},
-                "groups": {"type": "list", "elements": "str"},
-            },
-        )
+        args = self.arguments("env_plan")
         try:
             catalog = catalog_for(task_vars, self._templar, args["catalog_path"])
             environment = str(required_var(task_vars, self._templar, "keywarden_environment", args["environment"]))

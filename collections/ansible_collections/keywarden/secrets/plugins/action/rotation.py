@@ -8,21 +8,18 @@ steps and durations, never values.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import rotation
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, store_for
 
-_OPS = ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]
 _AUDIT_EVENTS = {"begin": "rotate.create", "mark": "rotate.mark", "promote": "rotate.finish", "abandon": "rotate.rollback"}
 
 
@@ -33,24 +30,11 @@ def _crash_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-
+class ActionModule(ControllerAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
-            argument_spec={
-                "op": {"type": "str", "required": True, "choices": _OPS},
-                "names": {"type": "list", "elements": "str", "default": []},
-                "only": {"type": "list", "elements": "str", "default": []},
-                "step": {"type": "str", "choices": list(rotation.STEPS)},
-            },
-        )
-        # plain str: ansible-core 2.19 tags template results, and the store is dumped with yaml.safe_dump
-        args = json.loads(json.dumps(args))
+        args = self.arguments("rotation")
         op = args["op"]
         # the ansible-playbook process: workers are its children; it owns the run lock
         owner = os.getppid()

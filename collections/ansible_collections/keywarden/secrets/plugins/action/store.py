@@ -7,29 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CHARSETS, secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, generate_fields, new_entry
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, store_for
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-
+class ActionModule(ControllerAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
-            argument_spec={
-                "state": {"type": "str", "default": "generated", "choices": ["generated"]},
-                "catalog_path": {"type": "str"},
-                "environment": {"type": "str"},
-                "store_dir": {"type": "str"},
-            },
-        )
+        args = self.arguments("store")
         try:
             catalog = catalog_for(task_vars, self._templar, args["catalog_path"])
             store = store_for(task_vars, self._templar, self._loader, args["environment"], args["store_dir"], holder="playbook init (keywarden.secrets.store)")

@@ -80,24 +80,11 @@ log:
   returned: success
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import controller_only
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
-            "services": {"type": "list", "elements": "dict", "default": []},
-            "changed": {"type": "list", "elements": "str", "default": []},
-            "dest_dir": {"type": "str"},
-            "stage": {"type": "str", "default": "live"},
-            "secrets": {"type": "list", "elements": "str", "default": []},
-            "outcome": {"type": "str", "default": "ok"},
-            "detail": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(msg="keywarden.secrets.audit runs on the controller as an action plugin")
+    controller_only("audit")
 
 
 if __name__ == "__main__":

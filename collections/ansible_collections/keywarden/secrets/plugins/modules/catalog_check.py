@@ -43,15 +43,11 @@ secrets:
   returned: success
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import controller_only
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"path": {"type": "str"}, "environment": {"type": "str"}},
-        supports_check_mode=True,
-    )
-    module.fail_json(msg="keywarden.secrets.catalog_check runs on the controller as an action plugin")
+    controller_only("catalog_check")
 
 
 if __name__ == "__main__":

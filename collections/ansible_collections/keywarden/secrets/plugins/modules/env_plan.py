@@ -45,19 +45,11 @@ services:
   returned: success
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import controller_only
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "catalog_path": {"type": "str"},
-            "environment": {"type": "str"},
-            "groups": {"type": "list", "elements": "str"},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(msg="keywarden.secrets.env_plan runs on the controller as an action plugin")
+    controller_only("env_plan")
 
 
 if __name__ == "__main__":

@@ -63,20 +63,11 @@ result:
   returned: when op is a transition
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import controller_only
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "op": {"type": "str", "required": True, "choices": ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]},
-            "names": {"type": "list", "elements": "str", "default": []},
-            "only": {"type": "list", "elements": "str", "default": []},
-            "step": {"type": "str", "choices": ["created", "tested", "distributing"]},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(msg="keywarden.secrets.rotation runs on the controller as an action plugin")
+    controller_only("rotation")
 
 
 if __name__ == "__main__":

@@ -55,20 +55,11 @@ revision:
   returned: always
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import controller_only
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "state": {"type": "str", "default": "generated", "choices": ["generated"]},
-            "catalog_path": {"type": "str"},
-            "environment": {"type": "str"},
-            "store_dir": {"type": "str"},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(msg="keywarden.secrets.store runs on the controller as an action plugin; it cannot run as a module")
+    controller_only("store")
 
 
 if __name__ == "__main__":

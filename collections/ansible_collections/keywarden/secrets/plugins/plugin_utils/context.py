@@ -5,14 +5,17 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 from typing import Any
 
 from ansible import constants as C
 from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CatalogError, load_catalog
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import DEFAULT_KEEP, Store
 
 
@@ -105,3 +108,19 @@ def catalog_for(variables: dict[str, Any], templar: Any, path: Any = None) -> di
         return load_catalog(os.path.expanduser(catalog_path))
     except CatalogError as exc:
         raise AnsibleError(str(exc)) from None
+
+
+class ControllerAction(ActionBase):
+    """Base of keywarden's action plugins: they run on the controller, need no connection, support check mode."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def arguments(self, name: str) -> dict[str, Any]:
+        """The task's arguments, validated against ARGUMENT_SPECS[name] (defaults filled in), as plain data.
+
+        Plain: ansible-core 2.19 tags templated strings, and the store is dumped with yaml.safe_dump.
+        """
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPECS[name])
+        return json.loads(json.dumps(args))

@@ -1,0 +1,49 @@
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs of keywarden's controller-side plugins, shared by each action plugin and its documentation stub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
+    "catalog_check": {
+        "path": {"type": "str"},
+        "environment": {"type": "str"},
+    },
+    "env_plan": {
+        "catalog_path": {"type": "str"},
+        "environment": {"type": "str"},
+        "groups": {"type": "list", "elements": "str"},
+    },
+    "store": {
+        "state": {"type": "str", "default": "generated", "choices": ["generated"]},
+        "catalog_path": {"type": "str"},
+        "environment": {"type": "str"},
+        "store_dir": {"type": "str"},
+    },
+    "rotation": {
+        "op": {"type": "str", "required": True, "choices": ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]},
+        "names": {"type": "list", "elements": "str", "default": []},
+        "only": {"type": "list", "elements": "str", "default": []},
+        "step": {"type": "str", "choices": ["created", "tested", "distributing"]},
+    },
+    "audit": {
+        "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
+        "services": {"type": "list", "elements": "dict", "default": []},
+        "changed": {"type": "list", "elements": "str", "default": []},
+        "dest_dir": {"type": "str"},
+        "stage": {"type": "str", "default": "live"},
+        "secrets": {"type": "list", "elements": "str", "default": []},
+        "outcome": {"type": "str", "default": "ok"},
+        "detail": {"type": "dict", "default": {}},
+    },
+}
+
+
+def controller_only(name: str) -> None:
+    """Body of a documentation stub: validate the arguments, then say the work happens on the controller."""
+    from ansible.module_utils.basic import AnsibleModule  # noqa: PLC0415 - only when run as a module
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPECS[name], supports_check_mode=True)
+    module.fail_json(msg=f"keywarden.secrets.{name} runs on the controller as an action plugin; it cannot run as a module")
