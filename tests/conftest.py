@@ -122,8 +122,9 @@ class Workspace:
             "keywarden_store_dir": str(self.store_dir),
             "keywarden_catalog_path": str(self.catalog),
             "keywarden_env_dir": str(self.env_dir),
-            "keywarden_env_owner": "{{ ansible_user_id | default('root') }}",
-            "keywarden_env_group": "{{ ansible_user_id | default('root') }}",
+            # empty: the account the play runs as (no facts needed)
+            "keywarden_env_owner": "",
+            "keywarden_env_group": "",
             "keywarden_env_manage_services": False,
             # in group_vars (not only the environment of Workspace.run) so that every runner of this inventory audits here
             "keywarden_audit_log": str(self.audit_log),

@@ -174,8 +174,10 @@ class Bench:
             "keywarden_store_dir": str(self.store_dir),
             "keywarden_catalog_path": str(self.catalog_path),
             "keywarden_env_dir": f"{self.env_dir}/{{{{ inventory_hostname }}}}",
-            "keywarden_env_owner": "{{ ansible_user_id | default('root') }}",
-            "keywarden_env_group": "{{ ansible_user_id | default('root') }}",
+            # empty: the account the play runs as (keywarden_env needs no facts)
+            "keywarden_env_owner": "",
+            "keywarden_env_group": "",
+            "keywarden_env_dir_owner": "",
             "keywarden_env_manage_services": False,
         }
         (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))

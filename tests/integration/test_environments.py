@@ -161,7 +161,8 @@ def test_deploy_renders_env_files_0600_with_exactly_the_consumed_variables(deplo
     assert stat.S_IMODE(ws.env_dir.stat().st_mode) == 0o750
     _assert_env_file(ws, "app", APP_VARS)
     _assert_env_file(ws, "worker", DB_VARS)
-    assert "(censored due to no_log)" in result.output
+    assert "TASK [keywarden_env : Deliver this host's .env files]" in result.output
+    assert f"{ws.env_dir}/app.env (" in result.output and f"{ws.env_dir}/worker.env (" in result.output
     leaked = ws.leaks(result.output)
     assert not leaked
 

@@ -8,14 +8,14 @@ key. Reads the store only to compute versions and HMACs; returns counts, never v
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ansible.errors import AnsibleError
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, resolve_stage, staged_version
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import deploy_entries
 
 
 class ActionModule(ControllerAction):
@@ -29,34 +29,10 @@ class ActionModule(ControllerAction):
             store = store_for(task_vars, self._templar, self._loader)
             data = store.read()
             audit = store.audit
-            entries = []
             if args["event"] == "deploy":
-                changed = set(args["changed"])
-                for service in args["services"]:
-                    name = str(service["service"])
-                    file = os.path.join(args["dest_dir"], f"{name}.env") if args["dest_dir"] else None
-                    for var in service.get("vars") or []:
-                        if "secret" not in var:
-                            continue
-                        secret, field = str(var["secret"]), str(var["field"])
-                        value = get_field(data, secret, field, args["stage"], source=store.path)
-                        stage = resolve_stage(data["secrets"][secret], args["stage"])
-                        entries.append(
-                            audit.entry(
-                                "deploy",
-                                secret=secret,
-                                field=field,
-                                stage=stage,
-                                version=staged_version(data, secret, stage),
-                                value=value,
-                                outcome=args["outcome"],
-                                service=name,
-                                file=file,
-                                var=var.get("name"),
-                                changed=name in changed,
-                            )
-                        )
+                entries = deploy_entries(audit, data, args["services"], args["changed"], args["dest_dir"], args["stage"], args["outcome"], source=store.path)
             else:
+                entries = []
                 for secret in args["secrets"] or sorted(data["secrets"]):
                     stage = resolve_stage(data["secrets"].get(secret) or {}, args["stage"])
                     entries.append(

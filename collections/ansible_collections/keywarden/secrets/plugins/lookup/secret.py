@@ -114,8 +114,8 @@ from ansible.errors import AnsibleError, AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import audited_reads, store_for
 
 # Decrypted stores, keyed by environment and file identity, so a template reading ten values decrypts
 # once. An entry answers only for the very vault secret that decrypted it: a cache never bypasses
@@ -141,26 +141,12 @@ class LookupModule(LookupBase):
                 },
             )
             data = self._read(store)
-            values = []
-            entries = []
             stage = self.get_option("stage")
+            fields = []
             for term in terms:
                 name, _, field = str(term).partition(".")
-                field = field or self.get_option("field")
-                try:
-                    value = get_field(data, name, field, stage, source=store.path)
-                except StoreError:
-                    # a refused read is on the record too
-                    store.audit.record("read", secret=name, field=field, stage=stage, outcome="error")
-                    raise
-                values.append(value)
-                stored_stage = resolve_stage(data["secrets"][name], stage)
-                entries.append(
-                    store.audit.entry("read", secret=name, field=field, stage=stored_stage, version=staged_version(data, name, stored_stage), value=value)
-                )
-            # every read is recorded, cached or not; no record, no value (fail closed)
-            store.audit.record_many(entries)
-            return values
+                fields.append((name, field or self.get_option("field")))
+            return audited_reads(store, data, fields, stage)
         except AuditError as exc:
             raise AnsibleLookupError(f"secret read refused: {exc}") from None
         except StoreError as exc:

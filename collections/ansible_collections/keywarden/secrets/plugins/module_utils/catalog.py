@@ -13,6 +13,11 @@ from typing import Any
 
 import yaml
 
+# libyaml's safe loader and dumper when PyYAML was built with it: a 50-secret store loads in 24 ms instead of
+# 370 ms (bench/rotation_scale), and a rotation reads the store and the catalog dozens of times.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 CATALOG_VERSION = 1
 
 # Fields each kind keeps in the store. `username` is stored because rotation strategies change it.
@@ -92,7 +97,7 @@ def load_catalog(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise CatalogError(f"catalog {path}: cannot read it ({exc.strerror}); set keywarden_catalog_path to the catalog file") from None
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -16,6 +16,15 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "environment": {"type": "str"},
         "groups": {"type": "list", "elements": "str"},
     },
+    # passed on to the env_files module, which adds `files` (the rendered contents)
+    "env_files": {
+        "dir": {"type": "path", "required": True},
+        "dir_mode": {"type": "raw", "default": "0750"},
+        "dir_owner": {"type": "str", "default": "root"},
+        "dir_group": {"type": "str"},
+        "owner": {"type": "str", "default": "root"},
+        "group": {"type": "str", "default": "root"},
+    },
     "store": {
         "state": {"type": "str", "default": "generated", "choices": ["generated"]},
         "catalog_path": {"type": "str"},
@@ -38,6 +47,26 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "outcome": {"type": "str", "default": "ok"},
         "detail": {"type": "dict", "default": {}},
     },
+}
+
+
+# Options of the postgresql_logins module that its action passes through unchanged; the module adds `logins`
+# (the resolved values), the action `names` and `stage` (what it resolves them from).
+POSTGRESQL_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+    "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
+    "login_unix_socket": {"type": "str"},
+    "login_host": {"type": "str"},
+    "login_port": {"type": "int", "default": 5432},
+    "login_user": {"type": "str", "default": "postgres"},
+    "login_db": {"type": "str", "default": "postgres"},
+    "test_host": {"type": "str", "default": "127.0.0.1"},
+    "ssl_mode": {"type": "str", "default": "prefer", "choices": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]},
+    "connect_timeout": {"type": "int", "default": 10},
+}
+ARGUMENT_SPECS["postgresql_logins"] = {
+    "names": {"type": "list", "elements": "str", "required": True},
+    "stage": {"type": "str", "default": "live", "choices": ["current", "pending", "previous", "live"]},
+    **POSTGRESQL_LOGINS_OPTIONS,
 }
 
 

@@ -34,7 +34,7 @@ import yaml
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, Auditor
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import YAML_DUMPER, YAML_LOADER, login_names
 
 STORE_FORMAT = 1
 STORE_FILE = "secrets.vault"
@@ -152,7 +152,7 @@ class Store:
                 f"wrong password, or the file is corrupted (rollback copies: {self.versions_dir})"
             ) from None
         try:
-            data = yaml.safe_load(plaintext)
+            data = yaml.load(plaintext, Loader=YAML_LOADER)  # noqa: S506 - a safe loader (libyaml's when available)
         except yaml.YAMLError:
             raise StoreError(f"store {path} decrypts but is not valid YAML; restore a copy from {self.versions_dir}") from None
         if not isinstance(data, dict) or data.get("keywarden_store_format") != STORE_FORMAT or not isinstance(data.get("secrets"), dict):
@@ -229,10 +229,9 @@ class Store:
         """
         with self.lock():
             data = self.read(missing_ok=True)
-            before = yaml.safe_dump(data, sort_keys=True)
-            original = copy.deepcopy(data) if self.audit else None
+            original = copy.deepcopy(data)
             yield data
-            if yaml.safe_dump(data, sort_keys=True) != before:
+            if data != original:
                 if self.audit is None:
                     self._write(data)
                     return
@@ -248,7 +247,7 @@ class Store:
 
     def _encrypt(self, data: dict[str, Any]) -> bytes:
         secret = pick_secret(self._vault_secrets, self.environment)
-        plaintext = yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
+        plaintext = yaml.dump(data, Dumper=YAML_DUMPER, sort_keys=True, default_flow_style=False).encode()
         ciphertext = VaultAES256.encrypt(plaintext, secret)
         return format_vaulttext_envelope(ciphertext, "AES256", version="1.2", vault_id=self.environment) + b"\n"
 

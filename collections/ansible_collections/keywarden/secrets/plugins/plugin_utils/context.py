@@ -16,7 +16,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CatalogError, load_catalog
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import DEFAULT_KEEP, Store
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import DEFAULT_KEEP, Store, StoreError, get_field, resolve_stage, staged_version
 
 
 def resolve_var(variables: dict[str, Any], templar: Any, name: str, override: Any = None) -> Any:
@@ -102,6 +102,28 @@ def auditor_for(variables: dict[str, Any], templar: Any, environment: str, store
     return Auditor(AuditLog(str(log_path), key, syslog=syslog), environment, actor(variables), host=str(host) if host else None)
 
 
+def audited_reads(store: Store, data: dict[str, Any], fields: list[tuple[str, str]], stage: str, **detail: Any) -> list[str]:
+    """The values of (secret, field) pairs at a stage, each read recorded in the audit log first.
+
+    Every read is recorded, a refused one too; when the records cannot be written no value is returned (fail closed).
+    """
+    values = []
+    entries = []
+    for name, field in fields:
+        try:
+            value = get_field(data, name, field, stage, source=store.path)
+        except StoreError:
+            store.audit.record("read", secret=name, field=field, stage=stage, outcome="error", **detail)
+            raise
+        values.append(value)
+        stored_stage = resolve_stage(data["secrets"][name], stage)
+        entries.append(
+            store.audit.entry("read", secret=name, field=field, stage=stored_stage, version=staged_version(data, name, stored_stage), value=value, **detail)
+        )
+    store.audit.record_many(entries)
+    return values
+
+
 def catalog_for(variables: dict[str, Any], templar: Any, path: Any = None) -> dict[str, Any]:
     catalog_path = str(required_var(variables, templar, "keywarden_catalog_path", path))
     try:
@@ -124,3 +146,9 @@ class ControllerAction(ActionBase):
         """
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPECS[name])
         return json.loads(json.dumps(args))
+
+
+class TargetAction(ControllerAction):
+    """Base of keywarden's action plugins that resolve values on the controller, then run a module on the host."""
+
+    _requires_connection = True

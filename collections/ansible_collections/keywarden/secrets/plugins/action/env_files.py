@@ -1,0 +1,126 @@
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Deliver a host's .env files in one task: plan, read the store once, render, one module call, audit.
+
+1. Plan the host's files from the catalog (``module_utils.catalog.env_plan`` on ``group_names``).
+2. Read the store once; check that every secret field the files need exists at stage ``live`` (all or nothing: a
+   missing one fails the task, naming file, variable, secret and field, before anything is read out or written).
+3. Record every value read in the audit log (``read``), then render the files (``plugin_utils.deploy``). No record,
+   no value: the task fails closed when the log cannot be written.
+4. Run the ``keywarden.secrets.env_files`` module on the host once: directory, then each file that differs.
+5. Not in check mode: record one ``deploy`` line per delivered secret field (as the audit action does), with
+   ``changed`` per service; fail closed.
+
+Returns ``services`` and ``results`` shaped like the register of a template task looping over the services, so the
+role's handlers, report and health check select on ``item.item`` and ``item.changed``. Never returns a value; every
+failure is raised with a message built from names only, so that it shows even on a ``no_log`` task.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import env_plan
+from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import (
+    TargetAction,
+    audited_reads,
+    catalog_for,
+    required_var,
+    resolve_var,
+    store_for,
+)
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import (
+    DEFAULT_MANAGED,
+    check_fields,
+    deploy_entries,
+    env_file_name,
+    render_env_file,
+    secret_fields,
+)
+
+STAGE = "live"
+MODULE = "keywarden.secrets.env_files"
+
+
+class ActionModule(TargetAction):
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self.arguments("env_files")
+        try:
+            catalog = catalog_for(task_vars, self._templar)
+            environment = str(required_var(task_vars, self._templar, "keywarden_environment"))
+        except AnsibleError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        services = env_plan(catalog, environment, [str(group) for group in task_vars.get("group_names", [])])
+        if not services:
+            return {**result, "changed": False, "services": [], "results": [], "recorded": 0, "msg": "this host consumes no .env file"}
+
+        try:
+            store = store_for(task_vars, self._templar, self._loader, environment=environment)
+            data = store.read()
+            check_fields(data, services, STAGE, f"the {environment} store")
+            pairs = secret_fields(services)
+            values = dict(zip(pairs, audited_reads(store, data, pairs, STAGE, purpose="env_files"), strict=True))
+            managed = str(resolve_var(task_vars, self._templar, "ansible_managed") or DEFAULT_MANAGED)
+            files = {env_file_name(service): render_env_file(service, values, environment, managed) for service in services}
+        except AuditError as exc:
+            raise AnsibleActionFail(f"secret read refused: {exc}") from None
+        except (StoreError, AnsibleError) as exc:
+            raise AnsibleActionFail(str(exc)) from None
+
+        try:
+            out = self._execute_module(module_name=MODULE, module_args={**args, "files": files}, task_vars=task_vars)
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)  # noqa: SLF001 - as ansible's own action plugins do
+        written = sorted(str(name) for name in out.get("changed_files") or [])
+        changed_services = [service["service"] for service in services if env_file_name(service) in written]
+
+        if out.get("failed"):
+            # the module stops at the first file it cannot write: the ones it wrote before are on the record too
+            msg = str(out.get("msg") or "the module failed")
+            if written:
+                msg += f" (written before the failure: {', '.join(written)})"
+            recorded = 0
+            if not self._task.check_mode and changed_services:
+                try:
+                    recorded = self._record(store, data, [s for s in services if s["service"] in changed_services], changed_services, args["dir"])
+                except AnsibleActionFail as exc:
+                    msg += f"; {exc.message}"
+            raise AnsibleActionFail(msg, result={"changed": bool(out.get("changed")), "changed_files": written, "recorded": recorded})
+
+        recorded = 0 if self._task.check_mode else self._record(store, data, services, changed_services, args["dir"])
+        results = [
+            {"item": service, "changed": service["service"] in changed_services, "dest": os.path.join(args["dir"], env_file_name(service))}
+            for service in services
+        ]
+        verb = "would be written" if self._task.check_mode else "written"
+        return {
+            **result,
+            "changed": bool(out.get("changed")),
+            "dir": args["dir"],
+            "dir_changed": bool(out.get("dir_changed")),
+            "changed_files": written,
+            "services": services,
+            "results": results,
+            "recorded": recorded,
+            "msg": f"{len(written)} of {len(services)} .env files {verb} in {args['dir']}" + (f": {', '.join(written)}" if written else ""),
+        }
+
+    @staticmethod
+    def _record(store: Any, data: dict[str, Any], services: list[dict[str, Any]], changed: list[str], dest_dir: str) -> int:
+        """One deploy line per delivered secret field of these services (fail closed)."""
+        try:
+            entries = deploy_entries(store.audit, data, services, changed, dest_dir, STAGE, source=store.path)
+            store.audit.record_many(entries)
+        except AuditError as exc:
+            delivered = f"changed: {', '.join(changed)}" if changed else "none changed"
+            raise AnsibleActionFail(f"{exc} (the .env files were delivered, {delivered})") from None
+        except StoreError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        return len(entries)

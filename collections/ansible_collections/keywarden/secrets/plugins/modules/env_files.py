@@ -1,0 +1,353 @@
+#!/usr/bin/python
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Write a host's .env files in one call: atomically, mode 0600, only those that differ. Runs on the host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: env_files
+short_description: Write a host's .env files from the keywarden store in one call (mode 0600, atomic, only when they differ)
+description:
+  - A task C(keywarden.secrets.env_files) runs its action plugin on the controller. The action plans the host's files
+    from the catalog (one C(<service>.env) per service whose consumer group the host is in, holding only the variables
+    that service consumes), reads the store once, resolves every value at stage C(live) before anything is written,
+    renders the files, then runs this module on the host once with the rendered files in O(files).
+  - The module ensures the directory O(dir) (mode O(dir_mode), owner O(dir_owner), group O(dir_group)), then writes
+    each file of O(files) into it with mode C(0600), owner O(owner) and group O(group), only when its content, mode,
+    owner or group differ. A write is atomic and durable (a temp file in the same directory, created C(0600), given
+    its owner and group, written and fsync'ed, then renamed over the file; the directory is fsync'ed after the renames).
+  - After a run that is not in check mode the action records one C(deploy) line per delivered secret field in the
+    environment's audit log (see the C(keywarden.secrets.audit) action), and every value it resolved as a C(read)
+    before sending it to the host. When the audit log cannot be written the task fails (fail closed).
+  - Returns file and service names only, never a value; O(files) is C(no_log). Errors name secrets, fields, files and
+    variables, never values. Set C(no_log) and C(diff) off on the task anyway, as role C(keywarden_env) does.
+author: keywarden contributors
+attributes:
+  check_mode:
+    support: full
+    details: Reports which files would be written; writes nothing and records no C(deploy) line.
+  diff_mode:
+    support: none
+options:
+  dir:
+    description: Directory that receives one C(<service>.env) per consumed service (role variable C(keywarden_env_dir)).
+    type: path
+    required: true
+  dir_mode:
+    description: Mode of O(dir), octal (role variable C(keywarden_env_dir_mode)).
+    type: raw
+    default: "0750"
+  dir_owner:
+    description:
+      - Owner of O(dir), a user name or number (role variable C(keywarden_env_dir_owner)). Empty means the account the
+        module runs as (the one the play connects or becomes as).
+    type: str
+    default: root
+  dir_group:
+    description:
+      - Group of O(dir), a group name or number. Empty means the primary group of the account the module runs as.
+      - Not given, the group of the files (O(group)).
+    type: str
+  owner:
+    description:
+      - Owner of the files, a user name or number, normally the account the consuming services run as (role variable
+        C(keywarden_env_owner)). Empty means the account the module runs as.
+    type: str
+    default: root
+  group:
+    description:
+      - Group of the files, a group name or number (role variable C(keywarden_env_group)). Empty means the primary
+        group of the account the module runs as.
+    type: str
+    default: root
+  files:
+    description:
+      - File name (in O(dir), no path) to its full content. Set by the action plugin from the store; do not give it in a
+        task. Never logged.
+    type: dict
+    default: {}
+notes:
+  - An unknown owner or group fails the task before anything is written, naming the role variable to fix.
+  - Files of services the host no longer consumes are left in place.
+seealso:
+  - module: keywarden.secrets.audit
+"""
+
+EXAMPLES = r"""
+- name: Deliver this host's .env files and restart the consumers whose file changed
+  keywarden.secrets.env_files:
+    dir: /srv/keywarden
+    dir_mode: "0750"
+    owner: app
+    group: app
+  register: delivered
+  no_log: true
+  diff: false
+  notify: Restart systemd consumers whose .env changed
+
+- name: Deliver them as the account the play runs as (no become)
+  keywarden.secrets.env_files:
+    dir: "{{ playbook_dir }}/../.demo/srv"
+    dir_owner: ""
+    owner: ""
+    group: ""
+  no_log: true
+  diff: false
+"""
+
+RETURN = r"""
+changed_files:
+  description: Names of the files written (in check mode, that would be written), sorted.
+  type: list
+  elements: str
+  returned: always
+  sample: [app.env]
+dir_changed:
+  description: Whether O(dir) was created or its mode, owner or group fixed.
+  type: bool
+  returned: always
+dir:
+  description: The directory.
+  type: str
+  returned: always
+  sample: /srv/keywarden
+services:
+  description: (action) The host's services, each with C(service), C(systemd_unit), C(compose_service), C(health_check)
+    and C(vars) (variable names and where their values come from, never a value).
+  type: list
+  elements: dict
+  returned: success
+results:
+  description:
+    - (action) One item per service, shaped like the register of a task looping over O(services) so that handlers can
+      select the changed ones; C(item) is the service, C(changed) whether its file was written, C(dest) its path.
+  type: list
+  elements: dict
+  returned: success
+  sample: [{item: {service: app, systemd_unit: app.service}, changed: true, dest: /srv/keywarden/app.env}]
+recorded:
+  description: (action) Number of audit lines written for the delivery.
+  type: int
+  returned: success
+"""
+
+import errno
+import grp
+import os
+import pwd
+import re
+import stat
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+FILE_MODE = 0o600
+# module option -> what an operator sets it with (role keywarden_env), for error messages
+ROLE_VARS = {
+    "dir_mode": "keywarden_env_dir_mode",
+    "dir_owner": "keywarden_env_dir_owner",
+    "dir_group": "keywarden_env_group",
+    "owner": "keywarden_env_owner",
+    "group": "keywarden_env_group",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]*$")
+
+
+class Refused(Exception):
+    """A one-line reason, naming files and options only, to fail the module with."""
+
+
+def _mode(value):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777:
+        return value
+    text = str(value).strip()
+    if re.fullmatch(r"0?[0-7]{3,4}", text):
+        return int(text, 8)
+    raise Refused(f"dir_mode '{text}' ({ROLE_VARS['dir_mode']}) is not an octal mode such as 0750")
+
+
+def _where(option):
+    return f"{option} ({ROLE_VARS[option]})"
+
+
+def _uid(value, option):
+    if value in (None, ""):
+        return os.geteuid()
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise Refused(f"{_where(option)} '{value}' is not a user on this host (empty means the account the play runs as); nothing written") from None
+
+
+def _gid(value, option):
+    if value in (None, ""):
+        return os.getegid()
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise Refused(
+            f"{_where(option)} '{value}' is not a group on this host (empty means the group of the account the play runs as); nothing written"
+        ) from None
+
+
+def _same_file(path, content, uid, gid):
+    """True when path is a regular file (not a symlink) holding exactly content, mode 0600, owned uid:gid."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != FILE_MODE or st.st_uid != uid or st.st_gid != gid or st.st_size != len(content):
+        return False
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        return handle.read(len(content) + 1) == content
+
+
+def _write(directory, name, content, uid, gid):
+    """Replace directory/name atomically: temp file in the same directory, 0600, owner set before the content."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        os.fchown(fd, uid, gid)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fsync_dir(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unprivileged_hint():
+    return (
+        f"running as uid {os.geteuid()}, not root: use become, or leave keywarden_env_dir_owner, keywarden_env_owner and"
+        " keywarden_env_group empty to deliver as the account the play runs as"
+    )
+
+
+def _check_can_own(uid, gid, what):
+    """Refuse, before any change, to give something to an account that only root could give it to."""
+    if os.geteuid() == 0:
+        return
+    if uid != os.geteuid() or gid not in {os.getegid(), *os.getgroups()}:
+        raise Refused(f"{what} cannot be given to {uid}:{gid}: {_unprivileged_hint()}; nothing written")
+
+
+def _ensure_dir(directory, mode, uid, gid, check_mode):
+    """Create the directory or fix its mode/owner/group; True when it was (or would be) changed."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        _check_can_own(uid, gid, directory)
+        if not check_mode:
+            os.makedirs(directory, mode=mode)
+            os.chown(directory, uid, gid)
+            os.chmod(directory, mode)  # makedirs' mode is masked by the umask
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        raise Refused(f"{directory} exists and is not a directory; nothing written")
+    if stat.S_IMODE(st.st_mode) == mode and st.st_uid == uid and st.st_gid == gid:
+        return False
+    _check_can_own(uid, gid, directory)
+    if not check_mode:
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(directory, uid, gid)
+        os.chmod(directory, mode)
+    return True
+
+
+def run(module):
+    p = module.params
+    directory = p["dir"]
+    # everything that can be refused is refused before the first change
+    files = {}
+    for name, content in (p["files"] or {}).items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise Refused(f"files: '{name}' is not a plain file name (no directory part, no leading dot); nothing written")
+        try:
+            files[name] = content.encode("utf-8")
+        except (AttributeError, UnicodeError):
+            raise Refused(f"files: the content of '{name}' is not UTF-8 text; nothing written") from None
+    dir_mode = _mode(p["dir_mode"])
+    uid, gid = _uid(p["owner"], "owner"), _gid(p["group"], "group")
+    dir_uid = _uid(p["dir_owner"], "dir_owner")
+    dir_gid = _gid(p["group"] if p["dir_group"] is None else p["dir_group"], "dir_group" if p["dir_group"] is not None else "group")
+    if files:
+        _check_can_own(uid, gid, f"the files in {directory}")
+
+    changed_files = []
+    dir_changed = False
+    step = f"{directory} cannot be set up"
+    try:
+        dir_changed = _ensure_dir(directory, dir_mode, dir_uid, dir_gid, module.check_mode)
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            content = files[name]
+            step = f"{path} cannot be read"
+            # in check mode the directory may not exist yet: then every file would be written
+            if os.path.isdir(directory) and _same_file(path, content, uid, gid):
+                continue
+            if not module.check_mode:
+                step = f"{path} cannot be written"
+                _write(directory, name, content, uid, gid)
+            changed_files.append(name)
+        if changed_files and not module.check_mode:
+            step = f"{directory} cannot be synced"
+            _fsync_dir(directory)
+    except OSError as exc:
+        written = [] if module.check_mode else changed_files
+        hint = f"; {_unprivileged_hint()}" if exc.errno in (errno.EPERM, errno.EACCES) and os.geteuid() != 0 else ""
+        module.fail_json(
+            msg=f"{step} ({exc.strerror or type(exc).__name__}){hint}",
+            changed=dir_changed or bool(written),
+            changed_files=written,
+            dir_changed=dir_changed,
+            dir=directory,
+        )
+    return {"changed": dir_changed or bool(changed_files), "changed_files": changed_files, "dir_changed": dir_changed, "dir": directory}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "dir": {"type": "path", "required": True},
+            "dir_mode": {"type": "raw", "default": "0750"},
+            "dir_owner": {"type": "str", "default": "root"},
+            "dir_group": {"type": "str"},
+            "owner": {"type": "str", "default": "root"},
+            "group": {"type": "str", "default": "root"},
+            "files": {"type": "dict", "default": {}, "no_log": True},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module)
+    except Refused as exc:
+        module.fail_json(msg=str(exc), changed=False, changed_files=[], dir_changed=False, dir=module.params["dir"])
+    count = len(result["changed_files"])
+    verb = "would be written" if module.check_mode else "written"
+    module.exit_json(msg=f"{count} of {len(module.params['files'] or {})} files {verb} in {result['dir']}", **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""keywarden.secrets.postgresql_logins (action + module) against a real PostgreSQL (scripts/demo/postgres).
+
+The module replaces five per-credential community.postgresql loops with one call per host, so it has to do
+what they did: group role NOLOGIN, login with the store's password sent as a SCRAM verifier, membership,
+idempotence by verifier compare, check mode, and real TCP test logins. Values are compared through
+scram.matches and SHA-256 only; outputs are searched for every stored value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+from rotation_helpers import catalog, digest, pg_secret, setup_workspace
+
+from ansible_collections.keywarden.secrets.plugins.module_utils import scram
+
+CATALOG = catalog(
+    {
+        "alpha_db": pg_secret("alpha", consumers=[("app", "app", "ALPHA")]),
+        "beta_db": pg_secret("beta", consumers=[("app", "app", "BETA")]),
+        "gamma_db": pg_secret("gamma", "single_user", consumers=[("app", "app", "GAMMA")]),
+    }
+)
+NAMES = ("alpha_db", "beta_db", "gamma_db")
+
+
+def _admin(postgres: Any, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(host=postgres.socket_dir, port=postgres.port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
+def _role(postgres: Any, name: str) -> tuple[Any, bool] | None:
+    rows = _admin(postgres, "SELECT rolpassword, rolcanlogin FROM pg_authid WHERE rolname = %s", (name,))
+    return (rows[0][0], bool(rows[0][1])) if rows else None
+
+
+def _member(postgres: Any, group: str, user: str) -> bool:
+    return bool(_admin(postgres, "SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group))[0][0])
+
+
+def _fields(ws: Any, name: str, stage: str = "current") -> dict[str, str]:
+    return ws.store().read()["secrets"][name][stage]["fields"]
+
+
+def _play(ws: Any, file: str, names: tuple[str, ...] = NAMES, **options: Any) -> Any:
+    """A play running the action on the db host; what it registered (names and counts only) goes to outcome.json."""
+    args = {
+        "names": list(names),
+        "login_unix_socket": "{{ keywarden_target_postgresql_login_unix_socket }}",
+        "login_port": "{{ keywarden_target_postgresql_port }}",
+        **options,
+    }
+    keep = "['changed', 'changed_names', 'tested', 'msg', 'failed_names']"
+    tasks = [
+        {"name": "logins", "keywarden.secrets.postgresql_logins": args, "register": "out", "no_log": True, "ignore_errors": True},
+        {
+            "name": "outcome",
+            "ansible.builtin.copy": {
+                "content": f"{{{{ out | dict2items | selectattr('key', 'in', {keep}) | items2dict | to_json }}}}",
+                "dest": str(ws.root / "outcome.json"),
+                "mode": "0600",
+            },
+            "check_mode": False,
+        },
+    ]
+    return ws.write_playbook(file, [{"hosts": "db", "gather_facts": False, "tasks": tasks}])
+
+
+def _outcome(ws: Any, result: Any) -> dict[str, Any]:
+    assert (ws.root / "outcome.json").exists(), result.explain()
+    outcome = json.loads((ws.root / "outcome.json").read_text())
+    (ws.root / "outcome.json").unlink()
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def ws(make_workspace: Any, postgres: Any) -> Iterator[Any]:
+    ws = setup_workspace(make_workspace, "pglogins", CATALOG, postgres)
+    ws.set_password("local")
+    result = ws.run("playbooks/init.yml")
+    assert result.returncode == 0, result.explain()
+    yield ws
+
+
+def test_present_creates_logins_groups_and_memberships_then_is_idempotent(ws: Any, postgres: Any) -> None:
+    first = ws.run(_play(ws, "present.yml"))
+    assert first.returncode == 0, first.explain()
+    assert _outcome(ws, first) == {"changed": True, "changed_names": list(NAMES), "msg": "3 of 3 logins changed"}
+    for name, group in (("alpha_db", "alpha"), ("beta_db", "beta")):
+        fields = _fields(ws, name)
+        verifier, can_login = _role(postgres, fields["username"])
+        assert can_login and verifier.startswith("SCRAM-SHA-256$")
+        assert scram.matches(verifier, fields["password"]), f"{name}: the server's verifier is not the store's password"
+        assert _role(postgres, group) is not None and _role(postgres, group)[1] is False, f"group role {group} must be NOLOGIN"
+        assert _member(postgres, group, fields["username"])
+    single = _fields(ws, "gamma_db")
+    assert scram.matches(_role(postgres, single["username"])[0], single["password"])
+    assert single["username"] == "gamma", "a single_user credential logs in as its role itself"
+    assert _role(postgres, "gamma_a") is None and _role(postgres, "gamma_b") is None
+
+    again = ws.run(_play(ws, "present.yml"))
+    assert again.returncode == 0, again.explain()
+    assert _outcome(ws, again) == {"changed": False, "changed_names": [], "msg": "0 of 3 logins changed"}
+    assert not ws.leaks(first.output + again.output)
+
+
+def test_drift_is_repaired_for_that_login_only(ws: Any, postgres: Any) -> None:
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+    beta = _fields(ws, "beta_db")
+    _admin(postgres, f'ALTER ROLE "{beta["username"]}" PASSWORD %s', (scram.verifier("not-the-stored-one"),))
+    _admin(postgres, 'ALTER ROLE "alpha" LOGIN')
+    _admin(postgres, 'REVOKE "alpha" FROM "{}"'.format(_fields(ws, "alpha_db")["username"]))
+    repaired = ws.run(_play(ws, "repair.yml"))
+    assert repaired.returncode == 0, repaired.explain()
+    assert _outcome(ws, repaired)["changed_names"] == ["alpha_db", "beta_db"]
+    assert scram.matches(_role(postgres, beta["username"])[0], beta["password"])
+    assert _role(postgres, "alpha")[1] is False
+    assert _member(postgres, "alpha", _fields(ws, "alpha_db")["username"])
+
+
+def test_check_mode_reports_and_changes_nothing(ws: Any, postgres: Any) -> None:
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+    gamma = _fields(ws, "gamma_db")
+    _admin(postgres, f'ALTER ROLE "{gamma["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
+    before = digest(str(_role(postgres, gamma["username"])))
+    checked = ws.run(_play(ws, "check.yml"), "--check")
+    assert checked.returncode == 0, checked.explain()
+    assert _outcome(ws, checked)["changed_names"] == ["gamma_db"]
+    assert digest(str(_role(postgres, gamma["username"]))) == before, "check mode changed the server"
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+
+
+def test_tested_logs_in_over_tcp_and_names_what_is_refused(ws: Any, postgres: Any) -> None:
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+    good = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
+    assert good.returncode == 0, good.explain()
+    assert _outcome(ws, good) == {"changed": False, "tested": 3, "msg": "3 logins accepted"}
+
+    alpha = _fields(ws, "alpha_db")
+    _admin(postgres, f'ALTER ROLE "{alpha["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
+    bad = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
+    outcome = _outcome(ws, bad)
+    assert outcome["failed_names"] == ["alpha_db"]
+    assert outcome["msg"].startswith("login refused for 1 of 3: alpha_db: ") and "password authentication failed" in outcome["msg"]
+    assert not ws.leaks(bad.output)
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+
+
+def test_bad_input_says_what_to_fix(ws: Any) -> None:
+    unknown = ws.run(_play(ws, "unknown.yml", names=("alpha_db", "nope_db")))
+    assert _outcome(ws, unknown)["msg"] == ("not PostgreSQL secrets of environment 'local' in the catalog: nope_db")
+    admin = ws.run(_play(ws, "admin.yml", login_user="no_such_admin"))
+    message = _outcome(ws, admin)["msg"]
+    assert message.startswith("cannot connect to PostgreSQL at ") and "as no_such_admin" in message
+    assert "check keywarden_target_postgresql_login_*" in message
+
+
+def test_every_read_is_audited_and_nothing_leaks_at_vvvv(ws: Any) -> None:
+    before = ws.audit_log.read_text().count("\n") if ws.audit_log.exists() else 0
+    run = ws.run(_play(ws, "present.yml"), "-vvvv", "--diff")
+    assert run.returncode == 0, run.explain()
+    assert not ws.leaks(run.output)
+    records = [json.loads(line) for line in ws.audit_log.read_text().splitlines()[before:]]
+    reads = [r for r in records if r["event"] == "read"]
+    assert sorted((r["secret"], r["field"]) for r in reads) == sorted((n, f) for n in NAMES for f in ("username", "password"))
+    assert {r["detail"]["purpose"] for r in reads} == {"postgresql present"}
+    assert all(r["value_hmac"] for r in reads)

@@ -1,0 +1,168 @@
+"""The env_files module run as Ansible runs it on a host (a Python script reading its arguments), on real files.
+
+Contents are random tokens compared by SHA-256 digest; the module's output is searched for them (never shown).
+The unprivileged cases run the module as `nobody` (setpriv), where the test runs as root.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import COLLECTIONS, digest
+
+MODULE = COLLECTIONS / "ansible_collections" / "keywarden" / "secrets" / "plugins" / "modules" / "env_files.py"
+
+
+def run_module(args: dict[str, Any], check_mode: bool = False, as_user: str | None = None) -> tuple[dict[str, Any], str]:
+    """(result, raw output) of one module run; args go through a 0600 file, as AnsiballZ hands them over."""
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
+    fd, path = tempfile.mkstemp(suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle)
+        prefix: list[str] = []
+        if as_user:
+            account = pwd.getpwnam(as_user)
+            os.chown(path, account.pw_uid, account.pw_gid)
+            prefix = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups"]
+        proc = subprocess.run([*prefix, sys.executable, str(MODULE), path], capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        os.unlink(path)
+    return json.loads(proc.stdout), proc.stdout + proc.stderr
+
+
+def env_text() -> str:
+    return f"# test\nTOKEN={secrets.token_urlsafe(24)}\n"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_writes_each_file_0600_and_returns_names_only(tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    files = {"app.env": env_text(), "worker.env": env_text()}
+    result, raw = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
+    assert not result.get("failed"), result.get("msg")
+    assert (result["changed"], result["dir_changed"], result["changed_files"]) == (True, True, ["app.env", "worker.env"])
+    assert mode(target) == 0o750
+    for name, text in files.items():
+        assert (mode(target / name), (target / name).stat().st_uid) == (0o600, os.geteuid())
+        assert digest((target / name).read_bytes()) == digest(text)
+    leaked = any(text in raw for text in files.values())
+    assert not leaked
+    # the same again: nothing written, inodes kept
+    inodes = {name: (target / name).stat().st_ino for name in files}
+    again, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
+    assert (again["changed"], again["changed_files"]) == (False, [])
+    assert {name: (target / name).stat().st_ino for name in files} == inodes
+
+
+def test_check_mode_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}}, check_mode=True)
+    assert (result["changed"], result["dir_changed"], result["changed_files"]) == (True, True, ["app.env"])
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param({"files": {"../app.env": "X=1\n"}}, "'../app.env' is not a plain file name", id="path-in-name"),
+        pytest.param({"files": {".hidden.env": "X=1\n"}}, "'.hidden.env' is not a plain file name", id="dot-name"),
+        pytest.param({"dir_mode": "rwx"}, "dir_mode 'rwx' (keywarden_env_dir_mode) is not an octal mode", id="bad-mode"),
+        pytest.param({"owner": "kw-no-such-account"}, "owner (keywarden_env_owner) 'kw-no-such-account' is not a user on this host", id="owner"),
+        pytest.param({"dir_owner": "kw-no-such-account"}, "dir_owner (keywarden_env_dir_owner) 'kw-no-such-account' is not a user", id="dir-owner"),
+        pytest.param({"dir_group": "kw-no-such-account"}, "dir_group (keywarden_env_group) 'kw-no-such-account' is not a group", id="dir-group"),
+    ],
+)
+def test_refusals_write_nothing(tmp_path: Path, args: dict[str, Any], fragment: str) -> None:
+    target = tmp_path / "srv"
+    full = {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}, **args}
+    result, _ = run_module(full)
+    assert result.get("failed")
+    assert fragment in result["msg"]
+    assert "\n" not in result["msg"]
+    assert not target.exists()
+
+
+def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    target.write_text("not a directory\n")
+    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}})
+    assert result.get("failed")
+    assert f"{target} exists and is not a directory" in result["msg"]
+
+
+def test_numbers_name_accounts_and_drift_is_fixed(tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    text = env_text()
+    args = {"dir": str(target), "dir_mode": "0700", "dir_owner": str(os.geteuid()), "owner": str(os.geteuid()), "group": str(os.getegid())}
+    first, _ = run_module({**args, "files": {"app.env": text}})
+    assert first["changed"] and mode(target) == 0o700
+    os.chmod(target / "app.env", 0o640)
+    os.chmod(target, 0o500)
+    fixed, _ = run_module({**args, "files": {"app.env": text}})
+    assert (fixed["changed"], fixed["dir_changed"], fixed["changed_files"]) == (True, True, ["app.env"])
+    assert (mode(target), mode(target / "app.env")) == (0o700, 0o600)
+    assert digest((target / "app.env").read_bytes()) == digest(text)
+
+
+# ---- unprivileged: the module runs as the account the play connects as, without become --------------------------
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the module as another account")
+    try:
+        account = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no account 'nobody'")
+    base = Path(tempfile.mkdtemp(prefix="keywarden-env-files-", dir="/tmp"))
+    os.chown(base, account.pw_uid, account.pw_gid)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_unprivileged_empty_owners_mean_the_running_account(nobody_dir: Path) -> None:
+    account = pwd.getpwnam("nobody")
+    target = nobody_dir / "srv"
+    text = env_text()
+    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": text}}, as_user="nobody")
+    assert not result.get("failed"), result.get("msg")
+    for path in (target, target / "app.env"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (account.pw_uid, account.pw_gid)
+    assert digest((target / "app.env").read_bytes()) == digest(text)
+
+
+def test_unprivileged_root_owned_directory_is_refused_with_a_hint(nobody_dir: Path) -> None:
+    target = nobody_dir / "srv"
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    result, _ = run_module({"dir": str(target), "owner": "", "group": group, "files": {"app.env": env_text()}}, as_user="nobody")
+    assert result.get("failed")
+    assert f"{target} cannot be given to 0:" in result["msg"]
+    assert "use become, or leave keywarden_env_dir_owner, keywarden_env_owner and keywarden_env_group empty" in result["msg"]
+    assert not target.exists()
+
+
+def test_unprivileged_files_for_another_account_are_refused_before_any_change(nobody_dir: Path) -> None:
+    target = nobody_dir / "srv"
+    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "root", "group": "", "files": {"app.env": env_text()}}, as_user="nobody")
+    assert result.get("failed")
+    assert f"the files in {target} cannot be given to 0:" in result["msg"]
+    assert not target.exists()
