@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -307,3 +308,31 @@ def observe(ws: Any, port: int, name: str, consumers: Iterable[tuple[str, str]] 
         previous_login=login(port, previous) if previous else None,
         lock=run_lock(ws).exists(),
     )
+
+
+# ---- the <engine>_logins actions, run directly ------------------------------------------------------------
+def logins_play(ws: Any, action: str, file: str, names: Iterable[str], **args: Any) -> Path:
+    """A play running keywarden.secrets.<action> on the db host; what it registered (names, counts, messages: the
+    module returns no value) goes to <workspace>/outcome.json for logins_outcome."""
+    keep = "['changed', 'changed_names', 'tested', 'msg', 'failed_names']"
+    tasks = [
+        {"name": "logins", f"keywarden.secrets.{action}": {"names": list(names), **args}, "register": "out", "no_log": True, "ignore_errors": True},
+        {
+            "name": "outcome",
+            "ansible.builtin.copy": {
+                "content": f"{{{{ out | dict2items | selectattr('key', 'in', {keep}) | items2dict | to_json }}}}",
+                "dest": str(ws.root / "outcome.json"),
+                "mode": "0600",
+            },
+            "check_mode": False,
+        },
+    ]
+    return ws.write_playbook(file, [{"hosts": "db", "gather_facts": False, "tasks": tasks}])
+
+
+def logins_outcome(ws: Any, result: Any) -> dict[str, Any]:
+    path = ws.root / "outcome.json"
+    assert path.exists(), result.explain()
+    outcome = json.loads(path.read_text())
+    path.unlink()
+    return outcome

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from rotation_helpers import catalog, digest, pg_secret, setup_workspace
+from rotation_helpers import catalog, digest, logins_outcome, logins_play, pg_secret, setup_workspace
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import scram
 
@@ -53,34 +53,8 @@ def _fields(ws: Any, name: str, stage: str = "current") -> dict[str, str]:
 
 
 def _play(ws: Any, file: str, names: tuple[str, ...] = NAMES, **options: Any) -> Any:
-    """A play running the action on the db host; what it registered (names and counts only) goes to outcome.json."""
-    args = {
-        "names": list(names),
-        "login_unix_socket": "{{ keywarden_target_postgresql_login_unix_socket }}",
-        "login_port": "{{ keywarden_target_postgresql_port }}",
-        **options,
-    }
-    keep = "['changed', 'changed_names', 'tested', 'msg', 'failed_names']"
-    tasks = [
-        {"name": "logins", "keywarden.secrets.postgresql_logins": args, "register": "out", "no_log": True, "ignore_errors": True},
-        {
-            "name": "outcome",
-            "ansible.builtin.copy": {
-                "content": f"{{{{ out | dict2items | selectattr('key', 'in', {keep}) | items2dict | to_json }}}}",
-                "dest": str(ws.root / "outcome.json"),
-                "mode": "0600",
-            },
-            "check_mode": False,
-        },
-    ]
-    return ws.write_playbook(file, [{"hosts": "db", "gather_facts": False, "tasks": tasks}])
-
-
-def _outcome(ws: Any, result: Any) -> dict[str, Any]:
-    assert (ws.root / "outcome.json").exists(), result.explain()
-    outcome = json.loads((ws.root / "outcome.json").read_text())
-    (ws.root / "outcome.json").unlink()
-    return outcome
+    socket = {"login_unix_socket": "{{ keywarden_target_postgresql_login_unix_socket }}", "login_port": "{{ keywarden_target_postgresql_port }}"}
+    return logins_play(ws, "postgresql_logins", file, names, **socket, **options)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +69,7 @@ def ws(make_workspace: Any, postgres: Any) -> Iterator[Any]:
 def test_present_creates_logins_groups_and_memberships_then_is_idempotent(ws: Any, postgres: Any) -> None:
     first = ws.run(_play(ws, "present.yml"))
     assert first.returncode == 0, first.explain()
-    assert _outcome(ws, first) == {"changed": True, "changed_names": list(NAMES), "msg": "3 of 3 logins changed"}
+    assert logins_outcome(ws, first) == {"changed": True, "changed_names": list(NAMES), "msg": "3 of 3 logins changed"}
     for name, group in (("alpha_db", "alpha"), ("beta_db", "beta")):
         fields = _fields(ws, name)
         verifier, can_login = _role(postgres, fields["username"])
@@ -110,7 +84,7 @@ def test_present_creates_logins_groups_and_memberships_then_is_idempotent(ws: An
 
     again = ws.run(_play(ws, "present.yml"))
     assert again.returncode == 0, again.explain()
-    assert _outcome(ws, again) == {"changed": False, "changed_names": [], "msg": "0 of 3 logins changed"}
+    assert logins_outcome(ws, again) == {"changed": False, "changed_names": [], "msg": "0 of 3 logins changed"}
     assert not ws.leaks(first.output + again.output)
 
 
@@ -122,7 +96,7 @@ def test_drift_is_repaired_for_that_login_only(ws: Any, postgres: Any) -> None:
     _admin(postgres, 'REVOKE "alpha" FROM "{}"'.format(_fields(ws, "alpha_db")["username"]))
     repaired = ws.run(_play(ws, "repair.yml"))
     assert repaired.returncode == 0, repaired.explain()
-    assert _outcome(ws, repaired)["changed_names"] == ["alpha_db", "beta_db"]
+    assert logins_outcome(ws, repaired)["changed_names"] == ["alpha_db", "beta_db"]
     assert scram.matches(_role(postgres, beta["username"])[0], beta["password"])
     assert _role(postgres, "alpha")[1] is False
     assert _member(postgres, "alpha", _fields(ws, "alpha_db")["username"])
@@ -135,7 +109,7 @@ def test_check_mode_reports_and_changes_nothing(ws: Any, postgres: Any) -> None:
     before = digest(str(_role(postgres, gamma["username"])))
     checked = ws.run(_play(ws, "check.yml"), "--check")
     assert checked.returncode == 0, checked.explain()
-    assert _outcome(ws, checked)["changed_names"] == ["gamma_db"]
+    assert logins_outcome(ws, checked)["changed_names"] == ["gamma_db"]
     assert digest(str(_role(postgres, gamma["username"]))) == before, "check mode changed the server"
     assert ws.run(_play(ws, "present.yml")).returncode == 0
 
@@ -144,12 +118,12 @@ def test_tested_logs_in_over_tcp_and_names_what_is_refused(ws: Any, postgres: An
     assert ws.run(_play(ws, "present.yml")).returncode == 0
     good = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
     assert good.returncode == 0, good.explain()
-    assert _outcome(ws, good) == {"changed": False, "tested": 3, "msg": "3 logins accepted"}
+    assert logins_outcome(ws, good) == {"changed": False, "tested": 3, "msg": "3 logins accepted"}
 
     alpha = _fields(ws, "alpha_db")
     _admin(postgres, f'ALTER ROLE "{alpha["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
     bad = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
-    outcome = _outcome(ws, bad)
+    outcome = logins_outcome(ws, bad)
     assert outcome["failed_names"] == ["alpha_db"]
     assert outcome["msg"].startswith("login refused for 1 of 3: alpha_db: ") and "password authentication failed" in outcome["msg"]
     assert not ws.leaks(bad.output)
@@ -158,9 +132,9 @@ def test_tested_logs_in_over_tcp_and_names_what_is_refused(ws: Any, postgres: An
 
 def test_bad_input_says_what_to_fix(ws: Any) -> None:
     unknown = ws.run(_play(ws, "unknown.yml", names=("alpha_db", "nope_db")))
-    assert _outcome(ws, unknown)["msg"] == ("not PostgreSQL secrets of environment 'local' in the catalog: nope_db")
+    assert logins_outcome(ws, unknown)["msg"] == ("not secrets of kind postgresql for environment 'local' in the catalog: nope_db")
     admin = ws.run(_play(ws, "admin.yml", login_user="no_such_admin"))
-    message = _outcome(ws, admin)["msg"]
+    message = logins_outcome(ws, admin)["msg"]
     assert message.startswith("cannot connect to PostgreSQL at ") and "as no_such_admin" in message
     assert "check keywarden_target_postgresql_login_*" in message
 

@@ -63,9 +63,13 @@ class MariaDB:
         self.admin = settings["keywarden_target_mariadb_login_user"]
         self.general_log = root / "mariadb" / "general.log"
 
+    def connect_admin(self) -> Any:
+        """The administrator's connection through the socket (unix_socket authentication)."""
+        return pymysql.connect(unix_socket=self.socket, user=self.admin, autocommit=True)
+
     def admin_sql(self, *statements: str) -> None:
-        """Run statements as the administrator through the socket (unix_socket authentication)."""
-        conn = pymysql.connect(unix_socket=self.socket, user=self.admin, autocommit=True)
+        """Run statements as the administrator."""
+        conn = self.connect_admin()
         try:
             with conn.cursor() as cur:
                 for statement in statements:

@@ -70,6 +70,25 @@ ARGUMENT_SPECS["postgresql_logins"] = {
 }
 
 
+# The same for the mariadb_logins module.
+MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+    "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
+    "login_unix_socket": {"type": "str"},
+    "login_host": {"type": "str", "default": "localhost"},
+    "login_port": {"type": "int", "default": 3306},
+    "login_user": {"type": "str", "default": "root"},
+    "config_file": {"type": "path", "default": "~/.my.cnf"},
+    "host_pattern": {"type": "str", "default": "%"},
+    "test_host": {"type": "str", "default": "127.0.0.1"},
+    "connect_timeout": {"type": "int", "default": 10},
+}
+ARGUMENT_SPECS["mariadb_logins"] = {
+    "names": {"type": "list", "elements": "str", "required": True},
+    "stage": {"type": "str", "default": "live", "choices": ["current", "pending", "previous", "live"]},
+    **MARIADB_LOGINS_OPTIONS,
+}
+
+
 def controller_only(name: str) -> None:
     """Body of a documentation stub: validate the arguments, then say the work happens on the controller."""
     from ansible.module_utils.basic import AnsibleModule  # noqa: PLC0415 - only when run as a module

@@ -1,0 +1,117 @@
+"""keywarden.secrets.mariadb_logins (action + module) run directly against a throwaway MariaDB.
+
+test_target_mariadb.py covers the provision path (TCP logins, database-only grants, idempotence, repair, the
+general log). Here: what the role does not show — check mode leaves drift alone, the tested state names the
+refused logins, a missing grant is added without touching the password, bad input says what to fix, and every
+value read is on the audit log. Values are compared as hashes and digests only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from conftest import digest
+from rotation_helpers import logins_outcome, logins_play
+from test_target_mariadb import CATALOG, MariaDB, mariadb  # noqa: F401 - the module-scoped server fixture
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.mysql import native_password
+
+NAMES = ("shop_db", "ledger_db")
+
+
+def _play(ws: Any, server: MariaDB, file: str, names: tuple[str, ...] = NAMES, **options: Any) -> Any:
+    admin = {"login_unix_socket": server.socket, "login_port": server.port, "login_user": server.admin}
+    return logins_play(ws, "mariadb_logins", file, names, **{**admin, **options})
+
+
+def _fields(ws: Any, name: str) -> dict[str, str]:
+    return ws.store().read()["secrets"][name]["current"]["fields"]
+
+
+def _account(server: MariaDB, user: str) -> tuple[str, list[str]]:
+    """(digest of the stored hash, grants) of 'user'@'%'."""
+    conn = server.connect_admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT authentication_string FROM mysql.user WHERE User = %s AND Host = '%%'", (user,))
+            row = cur.fetchone()
+            cur.execute("SHOW GRANTS FOR %s@'%%'", (user,))
+            grants = sorted(r[0].split(" TO ", 1)[0] for r in cur.fetchall())
+    finally:
+        conn.close()
+    return digest(str(row[0]) if row else ""), grants
+
+
+@pytest.fixture(scope="module")
+def ws(make_workspace: Callable[..., Any], mariadb: MariaDB) -> Iterator[Any]:  # noqa: F811
+    ws = make_workspace("mariadb-logins", groups=("db", "app", "worker"))
+    ws.catalog.write_text("---\n" + yaml.safe_dump(CATALOG, sort_keys=False))
+    ws.set_password("local")
+    mariadb.admin_sql("CREATE DATABASE IF NOT EXISTS order_log", "CREATE DATABASE IF NOT EXISTS orders")
+    init = ws.run("playbooks/init.yml")
+    assert init.returncode == 0, init.explain()
+    yield ws
+
+
+def test_present_sets_hash_and_grant_then_is_idempotent(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    first = ws.run(_play(ws, mariadb, "present.yml"))
+    assert logins_outcome(ws, first)["changed_names"] == list(NAMES), first.explain()
+    for name, grant in (("shop_db", "GRANT ALL PRIVILEGES ON `orders`.*"), ("ledger_db", "GRANT ALL PRIVILEGES ON `order\\_log`.*")):
+        fields = _fields(ws, name)
+        stored, grants = _account(mariadb, fields["username"])
+        assert stored == digest(native_password(fields["password"])), f"{name}: the server does not hold the store's password hash"
+        assert grants == sorted(["GRANT USAGE ON *.*", grant])
+    again = ws.run(_play(ws, mariadb, "present.yml"))
+    assert logins_outcome(ws, again) == {"changed": False, "changed_names": [], "msg": "0 of 2 logins changed"}
+    assert not ws.leaks(first.output + again.output)
+
+
+def test_check_mode_reports_drift_and_leaves_it(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
+    user = _fields(ws, "shop_db")["username"]
+    mariadb.admin_sql(f"REVOKE ALL PRIVILEGES ON `orders`.* FROM '{user}'@'%'")
+    before = _account(mariadb, user)
+    checked = ws.run(_play(ws, mariadb, "check.yml"), "--check")
+    assert logins_outcome(ws, checked)["changed_names"] == ["shop_db"], checked.explain()
+    assert _account(mariadb, user) == before, "check mode changed the server"
+    repaired = ws.run(_play(ws, mariadb, "present.yml"))
+    assert logins_outcome(ws, repaired)["changed_names"] == ["shop_db"]
+    assert _account(mariadb, user)[0] == before[0], "a missing grant must not touch the password"
+    assert _account(mariadb, user)[1] == ["GRANT ALL PRIVILEGES ON `orders`.*", "GRANT USAGE ON *.*"]
+
+
+def test_tested_names_the_refused_login(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
+    good = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
+    assert logins_outcome(ws, good) == {"changed": False, "tested": 2, "msg": "2 logins accepted"}, good.explain()
+    user = _fields(ws, "ledger_db")["username"]
+    mariadb.admin_sql(f"SET PASSWORD FOR '{user}'@'%' = PASSWORD('drifted-by-hand')")
+    bad = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
+    outcome = logins_outcome(ws, bad)
+    assert outcome["failed_names"] == ["ledger_db"]
+    assert outcome["msg"].startswith("login refused for 1 of 2: ledger_db: Access denied for user")
+    assert not ws.leaks(bad.output)
+    assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
+
+
+def test_bad_input_says_what_to_fix(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    unknown = ws.run(_play(ws, mariadb, "unknown.yml", names=("shop_db", "app_db")))
+    assert logins_outcome(ws, unknown)["msg"] == "not secrets of kind mariadb for environment 'local' in the catalog: app_db"
+    admin = ws.run(_play(ws, mariadb, "admin.yml", login_user="no_such_admin"))
+    message = logins_outcome(ws, admin)["msg"]
+    assert message.startswith(f"cannot connect to MariaDB at {mariadb.socket} as no_such_admin: ")
+    assert message.endswith("check keywarden_target_mariadb_login_*")
+
+
+def test_every_read_is_audited_and_nothing_leaks_at_vvvv(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    before = len(ws.audit_log.read_text().splitlines()) if ws.audit_log.exists() else 0
+    run = ws.run(_play(ws, mariadb, "present.yml"), "-vvvv", "--diff")
+    assert run.returncode == 0, run.explain()
+    assert not ws.leaks(run.output)
+    reads = [r for r in map(json.loads, ws.audit_log.read_text().splitlines()[before:]) if r["event"] == "read"]
+    assert sorted((r["secret"], r["field"]) for r in reads) == sorted((n, f) for n in NAMES for f in ("username", "password"))
+    assert {r["detail"]["purpose"] for r in reads} == {"mariadb present"}
