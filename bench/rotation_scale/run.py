@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Rotation at scale: S PostgreSQL credentials consumed on N local hosts, timed against a no-op play.
+"""Rotation at scale: S PostgreSQL (or MariaDB) credentials consumed on N local hosts, timed against a no-op play.
 
-    python bench/rotation_scale/run.py [--secrets 50] [--hosts 10] [--repeat 3] [--label NAME]
+    python bench/rotation_scale/run.py [--kind postgresql|mariadb] [--secrets 50] [--hosts 10] [--repeat 3] [--label NAME]
                                        [--repo PATH] [--ansible-arg ARG]... [--rotate-arg ARG]... [--env K=V]...
 
 What it does (all in a temp dir; nothing of the repository's inventories or stores is touched):
 
-1. starts a throwaway PostgreSQL (scripts/demo/postgres) and creates the database `bench`;
+1. starts a throwaway PostgreSQL (scripts/demo/postgres; --kind mariadb: MariaDB, scripts/demo/mariadb) and
+   creates the database `bench`;
 2. writes an inventory of N local hosts host01..hostNN (ansible_connection local, each with its own
    keywarden_env_dir <tmp>/srv/<host>, services not managed) spread over G consumer groups `grpK`
    (N/G hosts each), plus `dbhost` (a second local alias) alone in group `db`; a catalog of S
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import pymysql
 import yaml
 from ansible.parsing.vault import VaultSecret
 from ansible.plugins.loader import init_plugin_loader
@@ -91,7 +93,10 @@ def consumer_pairs(groups: list[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(groups, 2)) if len(groups) > 1 else [(groups[0], groups[0])]
 
 
-def make_catalog(names: list[str], groups: list[str]) -> dict[str, Any]:
+KIND_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+
+
+def make_catalog(names: list[str], groups: list[str], kind: str = "postgresql") -> dict[str, Any]:
     pairs = consumer_pairs(groups)
     out: dict[str, Any] = {}
     for i, name in enumerate(names):
@@ -101,7 +106,7 @@ def make_catalog(names: list[str], groups: list[str]) -> dict[str, Any]:
             for g in dict.fromkeys(pairs[i % len(pairs)])
         ]
         out[name] = {
-            "kind": "postgresql",
+            "kind": kind,
             "description": f"bench login {i}",
             "environments": [ENVIRONMENT],
             "target": {"group": "db", "database": DATABASE, "role": f"bench_r{i:02d}"},
@@ -111,14 +116,77 @@ def make_catalog(names: list[str], groups: list[str]) -> dict[str, Any]:
     return {"keywarden_catalog_version": 1, "secrets": out}
 
 
+# ---- the target server ------------------------------------------------------------------------------
+class Server:
+    """The throwaway database server of a run: scripts/demo/<kind> start DIR writes DIR/<kind>.yml (group_vars)."""
+
+    SCRIPT = {"postgresql": "postgres", "mariadb": "mariadb"}
+
+    def __init__(self, kind: str, repo: Path, root: Path) -> None:
+        self.kind = kind
+        self.script = repo / "scripts" / "demo" / self.SCRIPT[kind]
+        self.dir = root / "db"
+        self.vars_file = self.dir / f"{self.SCRIPT[kind]}.yml"
+        self.vars: dict[str, Any] = {}
+
+    def start(self) -> None:
+        self.dir.mkdir()
+        os.chmod(self.dir, 0o755)  # noqa: S103 - the server's user must traverse it
+        proc = subprocess.run([str(self.script), "start", str(self.dir)], capture_output=True, text=True, timeout=180, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{self.script} start failed:\n{proc.stdout}\n{proc.stderr}")
+        self.vars = yaml.safe_load(self.vars_file.read_text())
+        if self.kind == "postgresql":
+            socket_dir, port = self.vars["keywarden_target_postgresql_login_unix_socket"], self.vars["keywarden_target_postgresql_port"]
+            conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres")
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+                if not cur.fetchone():
+                    cur.execute(f"CREATE DATABASE {DATABASE}")
+        else:
+            conn = pymysql.connect(
+                unix_socket=self.vars["keywarden_target_mariadb_login_unix_socket"], user=self.vars["keywarden_target_mariadb_login_user"], autocommit=True
+            )
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+        conn.close()
+
+    def stop(self) -> None:
+        if self.dir.exists():
+            subprocess.run([str(self.script), "stop", str(self.dir)], capture_output=True, timeout=120, check=False)
+
+    def login(self, user: str, password: str) -> str | None:
+        """The account a TCP login with these credentials gets on database `bench`, or None when refused."""
+        try:
+            if self.kind == "postgresql":
+                conn = psycopg2.connect(
+                    host="127.0.0.1", port=self.vars["keywarden_target_postgresql_port"], user=user, password=password, dbname=DATABASE, connect_timeout=5
+                )
+                query = "SELECT current_user"
+            else:
+                conn = pymysql.connect(
+                    host="127.0.0.1", port=self.vars["keywarden_target_mariadb_port"], user=user, password=password, database=DATABASE, connect_timeout=5
+                )
+                query = "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+        except (psycopg2.OperationalError, pymysql.err.OperationalError):
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query)
+                return str(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+
 # ---- the workspace ----------------------------------------------------------------------------------
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.repo = Path(args.repo).resolve()
         self.root = Path(tempfile.mkdtemp(prefix="kw-rotation-scale-", dir="/tmp"))
-        os.chmod(self.root, 0o755)  # noqa: S103 - the postgres user must traverse it; values live only in the vault file
-        self.pg_dir = self.root / "pg"
+        os.chmod(self.root, 0o755)  # noqa: S103 - the server's user must traverse it; values live only in the vault file
+        self.server = Server(args.kind, self.repo, self.root)
         self.inventory = self.root / "inventory"
         self.store_dir = self.root / "store"
         self.env_dir = self.root / "srv"
@@ -128,35 +196,9 @@ class Bench:
         self.hosts = host_names(args.hosts)
         self.groups = group_hosts(self.hosts, args.groups)
         self.names = secret_names(args.secrets)
-        self.catalog = make_catalog(self.names, list(self.groups))
+        self.catalog = make_catalog(self.names, list(self.groups), args.kind)
         self.run_count = 0
         self.last_cpu = 0.0
-        self.pg: dict[str, Any] = {}
-
-    # -- setup
-    def start_postgres(self) -> None:
-        self.pg_dir.mkdir()
-        os.chmod(self.pg_dir, 0o755)  # noqa: S103
-        proc = subprocess.run([str(self.repo / "scripts/demo/postgres"), "start", str(self.pg_dir)], capture_output=True, text=True, timeout=180, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"scripts/demo/postgres start failed:\n{proc.stdout}\n{proc.stderr}")
-        self.pg = yaml.safe_load((self.pg_dir / "postgres.yml").read_text())
-        conn = self.admin()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if not cur.fetchone():
-                cur.execute(f"CREATE DATABASE {DATABASE}")
-        conn.close()
-
-    def stop_postgres(self) -> None:
-        if self.pg_dir.exists():
-            subprocess.run([str(self.repo / "scripts/demo/postgres"), "stop", str(self.pg_dir)], capture_output=True, timeout=120, check=False)
-
-    def admin(self) -> Any:
-        return psycopg2.connect(
-            host=self.pg["keywarden_target_postgresql_login_unix_socket"], port=self.pg["keywarden_target_postgresql_port"], user="postgres", dbname="postgres"
-        )
 
     def write(self) -> None:
         for d in (self.inventory / "group_vars" / "all", self.inventory / "group_vars" / "db", self.logs, self.root / "playbooks"):
@@ -181,7 +223,7 @@ class Bench:
             "keywarden_env_manage_services": False,
         }
         (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))
-        (self.inventory / "group_vars" / "db" / "postgres.yml").write_text((self.pg_dir / "postgres.yml").read_text())
+        (self.inventory / "group_vars" / "db" / self.server.vars_file.name).write_text(self.server.vars_file.read_text())
         self.catalog_path.write_text("---\n" + yaml.safe_dump(self.catalog, sort_keys=False))
         self.password_dir.mkdir(mode=0o700)
         fd = os.open(self.password_dir / ENVIRONMENT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -278,22 +320,10 @@ class Bench:
                 if held != stored or values[prefix + "_NAME"] != DATABASE:
                     problems.append(f"{env_file}: {prefix}_* do not match the store's current {name}")
                     continue
-                try:
-                    conn = psycopg2.connect(
-                        host="127.0.0.1",
-                        port=self.pg["keywarden_target_postgresql_port"],
-                        user=values[prefix + "_USER"],
-                        password=values[prefix + "_PASSWORD"],
-                        dbname=DATABASE,
-                        connect_timeout=5,
-                    )
-                except psycopg2.OperationalError:
+                got = self.server.login(values[prefix + "_USER"], values[prefix + "_PASSWORD"])
+                if got is None:
                     problems.append(f"{env_file}: the {prefix}_* login of {name} is refused")
                     continue
-                with conn.cursor() as cur:
-                    cur.execute("SELECT current_user")
-                    got = cur.fetchone()[0]
-                conn.close()
                 if got != values[prefix + "_USER"]:
                     problems.append(f"{env_file}: the {name} login got role {got}")
                 logins += 1
@@ -354,7 +384,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"- machine: {res['machine']['nproc']} cores, {res['machine']['platform']}; ansible-core {res['versions']['ansible_core']}, "
         f"community.postgresql {res['versions']['community.postgresql']}, python {res['versions']['python']}",
         f"- load average before: {res['load_before']}, after: {res['load_after']}",
-        f"- layout: {res['layout']['hosts']} consumer hosts in {res['layout']['groups']} groups + dbhost; {s} PostgreSQL secrets "
+        f"- layout: {res['layout']['hosts']} consumer hosts in {res['layout']['groups']} groups + dbhost; "
+        f"{s} {KIND_NAMES[res.get('kind', 'postgresql')]} secrets "
         f"(alternating_users), each consumed by 2 groups ({res['layout']['hosts_per_secret']} hosts)",
         f"- code: {res['repo']} ({res['repo_state']})",
         f"- extra args: ansible {res['ansible_args'] or '-'}, rotate {res['rotate_args'] or '-'}, env {res['env'] or '-'}",
@@ -412,6 +443,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=sorted(Server.SCRIPT), default="postgresql", help="the engine of the secrets and the server started")
     parser.add_argument("--secrets", type=int, default=50)
     parser.add_argument("--half", type=int, help="the smaller rotation (default: secrets/2)")
     parser.add_argument("--hosts", type=int, default=10)
@@ -444,7 +476,7 @@ def main() -> None:
     outputs: dict[str, list[str]] = {"noop": [], s_key: [], h_key: []}
     logins = 0
     try:
-        bench.start_postgres()
+        bench.server.start()
         bench.write()
         print(f"workspace {bench.root}; {len(bench.hosts)} hosts, {args.secrets} secrets", flush=True)
         setup_s, _ = bench.playbook("setup-site", bench.repo / "playbooks/site.yml", timed=False)
@@ -479,7 +511,7 @@ def main() -> None:
                 profiles[key] = parse_profile(outputs[key][rep], 10_000)
     finally:
         if not args.keep:
-            bench.stop_postgres()
+            bench.server.stop()
 
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items()}
     cpu_medians = {k: round(statistics.median(v), 3) for k, v in cpu.items()}
@@ -488,6 +520,7 @@ def main() -> None:
     pairs = consumer_pairs(list(bench.groups))
     res = {
         "label": args.label,
+        "kind": args.kind,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "repo": str(bench.repo),
         "repo_state": repo_state(bench.repo),
@@ -547,7 +580,7 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(bench.root, ignore_errors=True)
     else:
-        print(f"kept {bench.root} (logs in {bench.logs}); stop PostgreSQL with: scripts/demo/postgres stop {bench.pg_dir}")
+        print(f"kept {bench.root} (logs in {bench.logs}); stop the server with: {bench.server.script} stop {bench.server.dir}")
 
 
 if __name__ == "__main__":
