@@ -38,7 +38,9 @@ def run_module(args: dict[str, Any], check_mode: bool = False, as_user: str | No
             account = pwd.getpwnam(as_user)
             os.chown(path, account.pw_uid, account.pw_gid)
             prefix = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups"]
-        proc = subprocess.run([*prefix, sys.executable, str(MODULE), path], capture_output=True, text=True, timeout=60, check=False)
+        # the collection's module_utils on the path, as AnsiballZ bundles them
+        env = {**os.environ, "PYTHONPATH": str(COLLECTIONS)}
+        proc = subprocess.run([*prefix, sys.executable, str(MODULE), path], capture_output=True, text=True, timeout=60, check=False, env=env)
     finally:
         os.unlink(path)
     return json.loads(proc.stdout), proc.stdout + proc.stderr

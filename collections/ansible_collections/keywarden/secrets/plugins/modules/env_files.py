@@ -142,6 +142,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
+
 FILE_MODE = 0o600
 # module option -> what an operator sets it with (role keywarden_env), for error messages
 ROLE_VARS = {
@@ -329,15 +331,8 @@ def run(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "dir": {"type": "path", "required": True},
-            "dir_mode": {"type": "raw", "default": "0750"},
-            "dir_owner": {"type": "str", "default": "root"},
-            "dir_group": {"type": "str"},
-            "owner": {"type": "str", "default": "root"},
-            "group": {"type": "str", "default": "root"},
-            "files": {"type": "dict", "default": {}, "no_log": True},
-        },
+        # the action's options (shared table), plus the rendered files it adds
+        argument_spec={**ARGUMENT_SPECS["env_files"], "files": {"type": "dict", "default": {}, "no_log": True}},
         supports_check_mode=True,
     )
     try:

@@ -20,7 +20,7 @@ description:
   - With O(state=present), for each login makes sure C('user'@'host_pattern') exists, has the password, and holds
     C(ALL PRIVILEGES) on its database and nothing else. Logins that already match are left alone (idempotent).
   - The password reaches the server as its C(mysql_native_password) hash (C(IDENTIFIED BY PASSWORD '*…')), never in
-    clear: the general and slow query logs never hold it.
+    clear, so the general and slow query logs never hold it.
   - C(_) and C(%) in a database name are escaped in the grant, so it covers that database only.
   - With O(state=tested), logs in over TCP once per login (TLS when the server offers it and PyMySQL supports the
     preferred mode) and checks C(CURRENT_USER()). Fails naming the logins that were refused.
@@ -28,27 +28,8 @@ description:
     name (O(names), O(stage)); the values never appear in a task's arguments.
 version_added: 0.1.0
 author: keywarden contributors
+extends_documentation_fragment: [keywarden.secrets.logins]
 options:
-  names:
-    description:
-      - Names of MariaDB secrets of the catalog (this environment). The action reads their C(username) and
-        C(password) at O(stage) from the store, records each read in the audit log, and passes them as O(logins).
-    type: list
-    elements: str
-  stage:
-    description: Which stored value the logins get (C(live) is C(pending) while a rotation distributes it, else C(current)).
-    type: str
-    default: live
-    choices: [current, pending, previous, live]
-  logins:
-    description: The logins, as the action resolved them from O(names). Set by the action; a task gives O(names).
-    type: list
-    elements: dict
-  state:
-    description: C(present) sets the logins; C(tested) logs in with each.
-    type: str
-    default: present
-    choices: [present, tested]
   login_unix_socket:
     description: Socket of the server for the admin connection (O(state=present)). Wins over O(login_host).
     type: str
@@ -72,14 +53,6 @@ options:
     description: Host part of each login (C('user'@'<pattern>')), where the consumers connect from.
     type: str
     default: "%"
-  test_host:
-    description: Address the logins are tested on (O(state=tested)); TCP so that the server checks the password.
-    type: str
-    default: 127.0.0.1
-  connect_timeout:
-    description: Seconds to wait for each connection.
-    type: int
-    default: 10
 requirements: [PyMySQL]
 """
 
@@ -93,7 +66,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_names:
-  description: Secrets whose login, password or privileges were changed (or would be, in check mode).
+  description: Secrets whose login was changed (or would be, in check mode).
   type: list
   elements: str
   returned: state=present
@@ -112,6 +85,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.keywarden.secrets.plugins.module_utils.logins import argument_spec, reason, run
 from ansible_collections.keywarden.secrets.plugins.module_utils.mysql import native_password
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import MARIADB_LOGINS_OPTIONS
 
@@ -120,22 +94,7 @@ try:
 except ImportError:  # pragma: no cover - reported by main()
     pymysql = None
 
-# no_log on the password only: Ansible masks every string of a no_log value in the output, and the names,
-# users and databases must stay readable in messages.
-LOGIN_OPTIONS = {
-    "name": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-    "database": {"type": "str", "required": True},
-}
-ARGUMENT_SPEC = {"logins": {"type": "list", "elements": "dict", "required": True, "options": LOGIN_OPTIONS}, **MARIADB_LOGINS_OPTIONS}
-
-
-def _reason(exc: Exception) -> str:
-    """The server's or PyMySQL's message: names users and hosts, never a password."""
-    args = getattr(exc, "args", ())
-    text = str(args[1]) if len(args) > 1 else str(exc)
-    return (text.strip().splitlines() or [type(exc).__name__])[0]
+ARGUMENT_SPEC = argument_spec(MARIADB_LOGINS_OPTIONS)
 
 
 def database_grant(database: str) -> str:
@@ -162,7 +121,7 @@ def _admin_connection(params: dict) -> object:
     try:
         return pymysql.connect(**kwargs)
     except pymysql.Error as exc:
-        raise RuntimeError(f"cannot connect to MariaDB at {where} as {params['login_user']}: {_reason(exc)}; check keywarden_target_mariadb_login_*") from None
+        raise RuntimeError(f"cannot connect to MariaDB at {where} as {params['login_user']}: {reason(exc)}; check keywarden_target_mariadb_login_*") from None
 
 
 def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[str]:
@@ -206,55 +165,35 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
                     changed.append(login["name"])
     except pymysql.Error as exc:
         done = f" (changed before the error: {', '.join(changed)})" if changed and not check_mode else ""
-        raise RuntimeError(f"MariaDB refused a change: {_reason(exc)}{done}") from None
+        raise RuntimeError(f"MariaDB refused a change: {reason(exc)}{done}") from None
     finally:
         conn.close()
     return changed
 
 
-def test_logins(params: dict, logins: list[dict]) -> list[tuple[str, str]]:
-    """Log in with each login over TCP; return (name, reason) for each refused one."""
-    refused = []
-    for login in logins:
-        try:
-            conn = pymysql.connect(
-                host=params["test_host"],
-                port=params["login_port"],
-                user=login["user"],
-                password=login["password"],
-                database=login["database"],
-                connect_timeout=params["connect_timeout"],
-            )
-        except pymysql.Error as exc:
-            refused.append((login["name"], _reason(exc)))
-            continue
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT CURRENT_USER()")
-                if str(cur.fetchone()[0]).rsplit("@", 1)[0] != login["user"]:
-                    refused.append((login["name"], "logged in as another user"))
-        finally:
-            conn.close()
-    return refused
+def log_in(params: dict, login: dict) -> str:
+    """A TCP login with the login's password (TLS when offered); the user the server says we are."""
+    conn = pymysql.connect(
+        host=params["test_host"],
+        port=params["login_port"],
+        user=login["user"],
+        password=login["password"],
+        database=login["database"],
+        connect_timeout=params["connect_timeout"],
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            return str(cur.fetchone()[0]).rsplit("@", 1)[0]
+    finally:
+        conn.close()
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if pymysql is None:
         module.fail_json(msg="keywarden.secrets.mariadb_logins needs PyMySQL on the target host: install python3-pymysql")
-    params = module.params
-    logins = params["logins"]
-    if params["state"] == "present":
-        try:
-            changed = ensure_present(params, logins, module.check_mode)
-        except (RuntimeError, ValueError) as exc:
-            module.fail_json(msg=str(exc))
-        module.exit_json(changed=bool(changed), changed_names=changed, msg=f"{len(changed)} of {len(logins)} logins changed")
-    refused = test_logins(params, logins)
-    if refused:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in refused)
-        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _ in refused])
-    module.exit_json(changed=False, tested=len(logins), msg=f"{len(logins)} logins accepted")
+    run(module, ensure_present, log_in, (pymysql.Error,))
 
 
 if __name__ == "__main__":

@@ -27,47 +27,8 @@ description:
     name (option C(names), C(stage)); the values never appear in a task's arguments.
 version_added: 0.1.0
 author: keywarden contributors
+extends_documentation_fragment: [keywarden.secrets.logins]
 options:
-  names:
-    description:
-      - Names of PostgreSQL secrets of the catalog (this environment). The action reads their C(username) and
-        C(password) at O(stage) from the store, records each read in the audit log, and passes them as O(logins).
-    type: list
-    elements: str
-  stage:
-    description: Which stored value the logins get (C(live) is C(pending) while a rotation distributes it, else C(current)).
-    type: str
-    default: live
-    choices: [current, pending, previous, live]
-  logins:
-    description:
-      - The logins, as the action resolved them from O(names). Set by the action; a task gives O(names).
-    type: list
-    elements: dict
-    suboptions:
-      name:
-        description: The secret's name, used in messages.
-        type: str
-        required: true
-      user:
-        description: The login role.
-        type: str
-        required: true
-      password:
-        description: Its password.
-        type: str
-        required: true
-      group:
-        description: NOLOGIN group role the login is a member of (alternating-users credentials).
-        type: str
-      database:
-        description: Database of the test login (O(state=tested)); default O(login_db).
-        type: str
-  state:
-    description: C(present) sets the logins; C(tested) logs in with each.
-    type: str
-    default: present
-    choices: [present, tested]
   login_unix_socket:
     description: Socket directory of the server for the admin connection (O(state=present)). Wins over O(login_host).
     type: str
@@ -86,19 +47,11 @@ options:
     description: Database of the admin connection.
     type: str
     default: postgres
-  test_host:
-    description: Address the logins are tested on (O(state=tested)); TCP so that the server checks the password.
-    type: str
-    default: 127.0.0.1
   ssl_mode:
     description: libpq sslmode of the test logins. C(prefer) uses TLS when the server offers it.
     type: str
     default: prefer
     choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  connect_timeout:
-    description: Seconds to wait for each connection.
-    type: int
-    default: 10
 requirements: [psycopg2]
 """
 
@@ -120,7 +73,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_names:
-  description: Secrets whose login, password or membership was changed (or would be, in check mode).
+  description: Secrets whose login was changed (or would be, in check mode).
   type: list
   elements: str
   returned: state=present
@@ -138,6 +91,7 @@ failed_names:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import scram
+from ansible_collections.keywarden.secrets.plugins.module_utils.logins import argument_spec, reason, run
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import POSTGRESQL_LOGINS_OPTIONS
 
 try:
@@ -146,21 +100,7 @@ try:
 except ImportError:  # pragma: no cover - reported by main()
     psycopg2 = None
 
-# no_log on the password only: Ansible masks every string of a no_log value in the output, and the names,
-# users and databases must stay readable in messages.
-LOGIN_OPTIONS = {
-    "name": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-    "group": {"type": "str"},
-    "database": {"type": "str"},
-}
-ARGUMENT_SPEC = {"logins": {"type": "list", "elements": "dict", "required": True, "options": LOGIN_OPTIONS}, **POSTGRESQL_LOGINS_OPTIONS}
-
-
-def _reason(exc: Exception) -> str:
-    """First line of a server or libpq message: names users and hosts, never a password."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+ARGUMENT_SPEC = argument_spec(POSTGRESQL_LOGINS_OPTIONS)
 
 
 def _admin_connection(params: dict) -> object:
@@ -172,7 +112,7 @@ def _admin_connection(params: dict) -> object:
         return psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
         raise RuntimeError(
-            f"cannot connect to PostgreSQL at {where or 'the default socket'}:{params['login_port']} as {params['login_user']}: {_reason(exc)}; "
+            f"cannot connect to PostgreSQL at {where or 'the default socket'}:{params['login_port']} as {params['login_user']}: {reason(exc)}; "
             "check keywarden_target_postgresql_login_* and keywarden_target_postgresql_become_user"
         ) from None
 
@@ -220,56 +160,36 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
             conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
-        raise RuntimeError(f"PostgreSQL refused a change, nothing was applied: {_reason(exc)}") from None
+        raise RuntimeError(f"PostgreSQL refused a change, nothing was applied: {reason(exc)}") from None
     finally:
         conn.close()
     return changed
 
 
-def test_logins(params: dict, logins: list[dict]) -> list[tuple[str, str]]:
-    """Log in with each login over TCP; return (name, reason) for each refused one."""
-    refused = []
-    for login in logins:
-        try:
-            conn = psycopg2.connect(
-                host=params["test_host"],
-                port=params["login_port"],
-                user=login["user"],
-                password=login["password"],
-                dbname=login.get("database") or params["login_db"],
-                sslmode=params["ssl_mode"],
-                connect_timeout=params["connect_timeout"],
-            )
-        except psycopg2.Error as exc:
-            refused.append((login["name"], _reason(exc)))
-            continue
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT current_user")
-                if cur.fetchone()[0] != login["user"]:
-                    refused.append((login["name"], "logged in as another user"))
-        finally:
-            conn.close()
-    return refused
+def log_in(params: dict, login: dict) -> str:
+    """A TCP login with the login's password; the user the server says we are."""
+    conn = psycopg2.connect(
+        host=params["test_host"],
+        port=params["login_port"],
+        user=login["user"],
+        password=login["password"],
+        dbname=login.get("database") or params["login_db"],
+        sslmode=params["ssl_mode"],
+        connect_timeout=params["connect_timeout"],
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if psycopg2 is None:
         module.fail_json(msg="keywarden.secrets.postgresql_logins needs psycopg2 on the target host: install python3-psycopg2")
-    params = module.params
-    logins = params["logins"]
-    if params["state"] == "present":
-        try:
-            changed = ensure_present(params, logins, module.check_mode)
-        except RuntimeError as exc:
-            module.fail_json(msg=str(exc))
-        module.exit_json(changed=bool(changed), changed_names=changed, msg=f"{len(changed)} of {len(logins)} logins changed")
-    refused = test_logins(params, logins)
-    if refused:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in refused)
-        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _ in refused])
-    module.exit_json(changed=False, tested=len(logins), msg=f"{len(logins)} logins accepted")
+    run(module, ensure_present, log_in, (psycopg2.Error,))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the `<engine>_logins` modules share: the `logins` option, the tested state, the module's outcome.
+
+Each engine module supplies two functions: `ensure_present(params, logins, check_mode) -> [changed names]`
+(raising RuntimeError with a one-line reason) and `log_in(params, login) -> the user the server says we are`
+(raising the driver's error). Messages name secrets, users and hosts, never a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# no_log on the password only: Ansible masks every string of a no_log value in the output, and the names,
+# users and databases must stay readable in messages.
+LOGIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "name": {"type": "str", "required": True},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+    "group": {"type": "str"},
+    "database": {"type": "str"},
+}
+
+
+def argument_spec(options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"logins": {"type": "list", "elements": "dict", "required": True, "options": LOGIN_OPTIONS}, **options}
+
+
+def reason(exc: BaseException) -> str:
+    """First line of a driver's or server's message (MySQL drivers put it in args[1])."""
+    args = getattr(exc, "args", ())
+    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+Errors = tuple[type[BaseException], ...]
+
+
+def test_logins(params: dict[str, Any], logins: list[dict[str, Any]], log_in: Callable[..., str], errors: Errors) -> list[tuple[str, str]]:
+    """Log in with each login; (name, reason) for each refused one."""
+    refused = []
+    for login in logins:
+        try:
+            user = log_in(params, login)
+        except errors as exc:
+            refused.append((login["name"], reason(exc)))
+            continue
+        if user != login["user"]:
+            refused.append((login["name"], "logged in as another user"))
+    return refused
+
+
+def run(module: Any, ensure_present: Callable[..., list[str]], log_in: Callable[..., str], errors: Errors) -> None:
+    """The module's work and exit: state present (set what differs) or tested (log in with each)."""
+    params = module.params
+    logins = params["logins"]
+    if params["state"] == "present":
+        try:
+            changed = ensure_present(params, logins, module.check_mode)
+        except RuntimeError as exc:
+            module.fail_json(msg=str(exc))
+        module.exit_json(changed=bool(changed), changed_names=changed, msg=f"{len(changed)} of {len(logins)} logins changed")
+    refused = test_logins(params, logins, log_in, errors)
+    if refused:
+        detail = "; ".join(f"{name}: {why}" for name, why in refused)
+        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _ in refused])
+    module.exit_json(changed=False, tested=len(logins), msg=f"{len(logins)} logins accepted")
