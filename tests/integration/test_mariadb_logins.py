@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pymysql
 import pytest
 import yaml
 from conftest import digest
@@ -96,6 +97,27 @@ def test_tested_names_the_refused_login(ws: Any, mariadb: MariaDB) -> None:  # n
     assert outcome["msg"].startswith("login refused for 1 of 2: ledger_db: Access denied for user")
     assert not ws.leaks(bad.output)
     assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
+
+
+def _ssl_accepts(server: MariaDB) -> int:
+    """TLS handshakes the server has accepted (this connection itself goes without TLS, so it does not count)."""
+    conn = pymysql.connect(unix_socket=server.socket, user=server.admin, ssl_disabled=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+            return int(cur.fetchone()[1])
+    finally:
+        conn.close()
+
+
+def test_test_logins_use_tls_when_the_server_offers_it(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    """The throwaway server offers TLS (scripts/demo/mariadb): each test login is a TLS handshake, the first one's
+    context reused by the next."""
+    assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
+    before = _ssl_accepts(mariadb)
+    tested = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
+    assert logins_outcome(ws, tested)["tested"] == len(NAMES), tested.explain()
+    assert _ssl_accepts(mariadb) - before == len(NAMES)
 
 
 def test_bad_input_says_what_to_fix(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811

@@ -130,6 +130,19 @@ def test_tested_logs_in_over_tcp_and_names_what_is_refused(ws: Any, postgres: An
     assert ws.run(_play(ws, "present.yml")).returncode == 0
 
 
+def test_test_logins_use_tls_when_the_server_offers_it(ws: Any, postgres: Any) -> None:
+    """The throwaway server offers TLS (scripts/demo/postgres) and logs each connection: every test login says SSL."""
+    assert ws.run(_play(ws, "present.yml")).returncode == 0
+    log = postgres.root / "pg" / "server.log"
+    seen = len(log.read_text(errors="replace").splitlines())
+    tested = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
+    assert tested.returncode == 0, tested.explain()
+    authorized = [line for line in log.read_text(errors="replace").splitlines()[seen:] if "connection authorized:" in line and "database=orders" in line]
+    users = sorted(_fields(ws, name)["username"] for name in NAMES)
+    assert sorted(line.split("user=", 1)[1].split()[0] for line in authorized) == users
+    assert all("SSL enabled" in line for line in authorized), "a test login went without TLS although the server offers it"
+
+
 def test_bad_input_says_what_to_fix(ws: Any) -> None:
     unknown = ws.run(_play(ws, "unknown.yml", names=("alpha_db", "nope_db")))
     assert logins_outcome(ws, unknown)["msg"] == ("not secrets of kind postgresql for environment 'local' in the catalog: nope_db")

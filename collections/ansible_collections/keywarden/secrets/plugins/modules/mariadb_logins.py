@@ -91,6 +91,7 @@ from ansible_collections.keywarden.secrets.plugins.module_utils.specs import MAR
 
 try:
     import pymysql
+    from pymysql.constants import CLIENT
 except ImportError:  # pragma: no cover - reported by main()
     pymysql = None
 
@@ -171,16 +172,29 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
     return changed
 
 
+# What the first test login of this module run learnt: whether the server offers TLS, and PyMySQL's TLS context.
+# PyMySQL's "preferred" mode builds a new SSLContext (about 40 ms: the system CA store) for every connection;
+# the later logins reuse the first one's context (TLS offered) or skip TLS (not offered), as preferred would.
+_TLS: dict = {}
+
+
 def log_in(params: dict, login: dict) -> str:
-    """A TCP login with the login's password (TLS when offered); the user the server says we are."""
-    conn = pymysql.connect(
-        host=params["test_host"],
-        port=params["login_port"],
-        user=login["user"],
-        password=login["password"],
-        database=login["database"],
-        connect_timeout=params["connect_timeout"],
-    )
+    """A TCP login with the login's password (TLS when the server offers it); the user the server says we are."""
+    kwargs = {
+        "host": params["test_host"],
+        "port": params["login_port"],
+        "user": login["user"],
+        "password": login["password"],
+        "database": login["database"],
+        "connect_timeout": params["connect_timeout"],
+    }
+    if "offered" in _TLS:
+        kwargs.update({"ssl": _TLS["context"]} if _TLS["offered"] else {"ssl_disabled": True})
+    conn = pymysql.connect(**kwargs)
+    if "offered" not in _TLS:
+        context = getattr(conn, "ctx", None)
+        if context is not None:  # PyMySQL without a preferred mode (before 1.1) keeps its defaults
+            _TLS.update(offered=bool(conn.server_capabilities & CLIENT.SSL), context=context)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT CURRENT_USER()")
