@@ -259,12 +259,13 @@ def connects(port: int, creds: Creds, timeout: int = 5) -> bool:
 
 
 def admin_query(postgres: Any, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """A query as the administrator through the server's socket (trust)."""
+    """A statement as the administrator through the server's socket (trust), committed; the rows it returns."""
     conn = psycopg2.connect(host=postgres.socket_dir, port=postgres.port, user="postgres", dbname="postgres")
+    conn.autocommit = True
     try:
         with conn.cursor() as cur:
             cur.execute(query, params)
-            return list(cur.fetchall())
+            return list(cur.fetchall()) if cur.description else []
     finally:
         conn.close()
 

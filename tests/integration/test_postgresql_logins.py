@@ -12,9 +12,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
-from rotation_helpers import catalog, digest, logins_outcome, logins_play, pg_secret, setup_workspace
+from rotation_helpers import admin_query, catalog, digest, logins_outcome, logins_play, pg_secret, setup_workspace
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import scram
 
@@ -28,24 +27,13 @@ CATALOG = catalog(
 NAMES = ("alpha_db", "beta_db", "gamma_db")
 
 
-def _admin(postgres: Any, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(host=postgres.socket_dir, port=postgres.port, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
-
-
 def _role(postgres: Any, name: str) -> tuple[Any, bool] | None:
-    rows = _admin(postgres, "SELECT rolpassword, rolcanlogin FROM pg_authid WHERE rolname = %s", (name,))
+    rows = admin_query(postgres, "SELECT rolpassword, rolcanlogin FROM pg_authid WHERE rolname = %s", (name,))
     return (rows[0][0], bool(rows[0][1])) if rows else None
 
 
 def _member(postgres: Any, group: str, user: str) -> bool:
-    return bool(_admin(postgres, "SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group))[0][0])
+    return bool(admin_query(postgres, "SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group))[0][0])
 
 
 def _fields(ws: Any, name: str, stage: str = "current") -> dict[str, str]:
@@ -91,9 +79,9 @@ def test_present_creates_logins_groups_and_memberships_then_is_idempotent(ws: An
 def test_drift_is_repaired_for_that_login_only(ws: Any, postgres: Any) -> None:
     assert ws.run(_play(ws, "present.yml")).returncode == 0
     beta = _fields(ws, "beta_db")
-    _admin(postgres, f'ALTER ROLE "{beta["username"]}" PASSWORD %s', (scram.verifier("not-the-stored-one"),))
-    _admin(postgres, 'ALTER ROLE "alpha" LOGIN')
-    _admin(postgres, 'REVOKE "alpha" FROM "{}"'.format(_fields(ws, "alpha_db")["username"]))
+    admin_query(postgres, f'ALTER ROLE "{beta["username"]}" PASSWORD %s', (scram.verifier("not-the-stored-one"),))
+    admin_query(postgres, 'ALTER ROLE "alpha" LOGIN')
+    admin_query(postgres, 'REVOKE "alpha" FROM "{}"'.format(_fields(ws, "alpha_db")["username"]))
     repaired = ws.run(_play(ws, "repair.yml"))
     assert repaired.returncode == 0, repaired.explain()
     assert logins_outcome(ws, repaired)["changed_names"] == ["alpha_db", "beta_db"]
@@ -105,7 +93,7 @@ def test_drift_is_repaired_for_that_login_only(ws: Any, postgres: Any) -> None:
 def test_check_mode_reports_and_changes_nothing(ws: Any, postgres: Any) -> None:
     assert ws.run(_play(ws, "present.yml")).returncode == 0
     gamma = _fields(ws, "gamma_db")
-    _admin(postgres, f'ALTER ROLE "{gamma["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
+    admin_query(postgres, f'ALTER ROLE "{gamma["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
     before = digest(str(_role(postgres, gamma["username"])))
     checked = ws.run(_play(ws, "check.yml"), "--check")
     assert checked.returncode == 0, checked.explain()
@@ -121,7 +109,7 @@ def test_tested_logs_in_over_tcp_and_names_what_is_refused(ws: Any, postgres: An
     assert logins_outcome(ws, good) == {"changed": False, "tested": 3, "msg": "3 logins accepted"}
 
     alpha = _fields(ws, "alpha_db")
-    _admin(postgres, f'ALTER ROLE "{alpha["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
+    admin_query(postgres, f'ALTER ROLE "{alpha["username"]}" PASSWORD %s', (scram.verifier("drifted"),))
     bad = ws.run(_play(ws, "tested.yml", state="tested", test_host="127.0.0.1"))
     outcome = logins_outcome(ws, bad)
     assert outcome["failed_names"] == ["alpha_db"]

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.specs import MARIADB_LOGINS_OPTIONS
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.logins import LoginsAction
 
 
 class ActionModule(LoginsAction):
     KIND = "mariadb"
-    OPTIONS = MARIADB_LOGINS_OPTIONS
 
     def login(self, name: str, entry: dict[str, Any], user: str, password: str) -> dict[str, Any]:
         # each login (both alternating ones) holds the database's privileges itself

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.specs import POSTGRESQL_LOGINS_OPTIONS
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.logins import LoginsAction
 
 
 class ActionModule(LoginsAction):
     KIND = "postgresql"
-    OPTIONS = POSTGRESQL_LOGINS_OPTIONS
 
     def login(self, name: str, entry: dict[str, Any], user: str, password: str) -> dict[str, Any]:
         # alternating users: both logins are members of the NOLOGIN group role holding the privileges

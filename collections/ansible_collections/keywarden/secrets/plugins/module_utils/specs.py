@@ -50,43 +50,37 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# Options of the postgresql_logins module that its action passes through unchanged; the module adds `logins`
+# Options of the <engine>_logins modules, which their actions pass through unchanged: the module adds `logins`
 # (the resolved values), the action `names` and `stage` (what it resolves them from).
-POSTGRESQL_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+_LOGINS_COMMON: dict[str, dict[str, Any]] = {
     "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
     "login_unix_socket": {"type": "str"},
+    "test_host": {"type": "str", "default": "127.0.0.1"},
+    "connect_timeout": {"type": "int", "default": 10},
+}
+POSTGRESQL_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+    **_LOGINS_COMMON,
     "login_host": {"type": "str"},
     "login_port": {"type": "int", "default": 5432},
     "login_user": {"type": "str", "default": "postgres"},
     "login_db": {"type": "str", "default": "postgres"},
-    "test_host": {"type": "str", "default": "127.0.0.1"},
     "ssl_mode": {"type": "str", "default": "prefer", "choices": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]},
-    "connect_timeout": {"type": "int", "default": 10},
 }
-ARGUMENT_SPECS["postgresql_logins"] = {
-    "names": {"type": "list", "elements": "str", "required": True},
-    "stage": {"type": "str", "default": "live", "choices": ["current", "pending", "previous", "live"]},
-    **POSTGRESQL_LOGINS_OPTIONS,
-}
-
-
-# The same for the mariadb_logins module.
 MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
-    "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
-    "login_unix_socket": {"type": "str"},
+    **_LOGINS_COMMON,
     "login_host": {"type": "str", "default": "localhost"},
     "login_port": {"type": "int", "default": 3306},
     "login_user": {"type": "str", "default": "root"},
     "config_file": {"type": "path", "default": "~/.my.cnf"},
     "host_pattern": {"type": "str", "default": "%"},
-    "test_host": {"type": "str", "default": "127.0.0.1"},
-    "connect_timeout": {"type": "int", "default": 10},
 }
-ARGUMENT_SPECS["mariadb_logins"] = {
+# what the actions resolve the `logins` from
+LOGINS_ACTION_OPTIONS: dict[str, dict[str, Any]] = {
     "names": {"type": "list", "elements": "str", "required": True},
     "stage": {"type": "str", "default": "live", "choices": ["current", "pending", "previous", "live"]},
-    **MARIADB_LOGINS_OPTIONS,
 }
+ARGUMENT_SPECS["postgresql_logins"] = {**LOGINS_ACTION_OPTIONS, **POSTGRESQL_LOGINS_OPTIONS}
+ARGUMENT_SPECS["mariadb_logins"] = {**LOGINS_ACTION_OPTIONS, **MARIADB_LOGINS_OPTIONS}
 
 
 def controller_only(name: str) -> None:

@@ -14,13 +14,13 @@ from ansible.errors import AnsibleError
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import LOGINS_ACTION_OPTIONS
 from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import TargetAction, audited_reads, catalog_for, store_for
 
 
 class LoginsAction(TargetAction):
     KIND = ""  # catalog kind, also the action's and module's name prefix
-    OPTIONS: dict[str, dict[str, Any]] = {}  # module options passed through unchanged
 
     def login(self, name: str, entry: dict[str, Any], user: str, password: str) -> dict[str, Any]:
         """The module's view of one login."""
@@ -51,7 +51,8 @@ class LoginsAction(TargetAction):
         except (StoreError, AnsibleError) as exc:
             return {**result, "failed": True, "msg": str(exc)}
         logins = [self.login(name, entries[name], values[2 * i], values[2 * i + 1]) for i, name in enumerate(names)]
-        module_args = {key: args[key] for key in self.OPTIONS if args[key] is not None}
+        # every other option is the module's, passed through unchanged
+        module_args = {key: value for key, value in args.items() if key not in LOGINS_ACTION_OPTIONS and value is not None}
         module_args["logins"] = logins
         out = self._execute_module(module_name=f"keywarden.secrets.{action}", module_args=module_args, task_vars=task_vars)
         return {**result, **out}
