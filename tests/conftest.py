@@ -1,4 +1,4 @@
-"""Shared fixtures: the collection on sys.path, isolated workspaces for real ansible-playbook runs, a throwaway PostgreSQL.
+"""Shared fixtures: isolated workspaces for real ansible-playbook runs, a throwaway PostgreSQL.
 
 Secret values never reach an assertion or an assertion message: tests compare SHA-256 digests, modes and
 variable names. Playbook output shown on failure has every value of the workspace's store redacted first.
@@ -25,17 +25,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS = REPO / "collections"
-if str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
 
-from ansible.parsing.vault import VaultSecret  # noqa: E402
-from ansible.plugins.loader import init_plugin_loader  # noqa: E402
+from ansible.parsing.vault import VaultSecret
+from ansible.plugins.loader import init_plugin_loader
 
 # Ansible's collection loader, as ansible-playbook installs it: plugins then load by FQCN (lookup_loader.get)
 # and `ansible_collections.keywarden.secrets...` imports resolve the same way in tests and in real runs.
 init_plugin_loader([str(COLLECTIONS)])
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, StoreError  # noqa: E402
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError
 
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 CATALOG = REPO / "config" / "secrets" / "catalog.yml"

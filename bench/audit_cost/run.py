@@ -37,9 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
-sys.path.insert(0, str(REPO / "collections"))
-
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import verify  # noqa: E402
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import verify
 
 
 def main() -> int:

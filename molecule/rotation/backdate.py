@@ -8,11 +8,9 @@ import subprocess
 import sys
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "collections"))
+from ansible.parsing.vault import VaultSecret
 
-from ansible.parsing.vault import VaultSecret  # noqa: E402
-
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store  # noqa: E402
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store
 
 
 def main() -> None:

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "collections"))
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import load_key, value_hmac, verify
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import load_key, value_hmac, verify  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 VERIFY = REPO / "scripts" / "audit" / "verify-log"

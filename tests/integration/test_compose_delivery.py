@@ -11,15 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "collections"))
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, VaultSecret
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, VaultSecret  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 COMPOSE = shutil.which("docker-compose")
 APP_VARS = {"DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"}

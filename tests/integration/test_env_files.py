@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from conftest import REPO, Workspace, digest
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import load_key, value_hmac
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import load_key, value_hmac
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 VERIFY = REPO / "scripts" / "audit" / "verify-log"
 # service -> its variables; variable -> (secret, field) in the store (DB_NAME is the catalog's literal)

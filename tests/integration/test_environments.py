@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 APP_VARS = {"DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"}
 DB_VARS = {"DB_NAME", "DB_PASSWORD", "DB_USER"}

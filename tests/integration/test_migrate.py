@@ -21,7 +21,7 @@ MIGRATE = REPO / "scripts" / "secrets" / "migrate"
 SCAN = REPO / "scripts" / "audit" / "scan-secrets"
 LOOKUP = "{{ lookup('keywarden.secrets.secret', 'legacy_db_password.value') }}"
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import load_catalog  # noqa: E402
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import load_catalog  # noqa: E402
 
 
 def _value() -> str:

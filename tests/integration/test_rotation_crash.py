@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from rotation_helpers import ROTATE_FAULTS, STORE_FAULTS, Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, stored
 
-from ansible_collections.keywarden.secrets.plugins.module_utils import rotation
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import load_catalog, secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import load_catalog, secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 
 @dataclass(frozen=True)

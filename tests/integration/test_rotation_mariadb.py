@@ -16,7 +16,7 @@ import yaml
 from conftest import digest
 from test_target_mariadb import CATALOG, MariaDB, mariadb  # noqa: F401 - the module-scoped server fixture
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 
 def _logs_in(server: MariaDB, user: str, password: str) -> bool:

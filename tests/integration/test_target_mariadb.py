@@ -19,7 +19,7 @@ import pymysql
 import pytest
 import yaml
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "demo" / "mariadb"

@@ -20,7 +20,7 @@ from ansible.parsing.vault import VaultSecret
 from ansible.plugins.loader import lookup_loader
 from ansible.template import Templar
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import get_field
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 REPO = Path(__file__).resolve().parents[4]
 LOOKUP = "keywarden.secrets.secret"

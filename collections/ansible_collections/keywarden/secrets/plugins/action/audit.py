@@ -12,10 +12,10 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, store_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import deploy_entries
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, resolve_stage, staged_version
 
 
 class ActionModule(ControllerAction):

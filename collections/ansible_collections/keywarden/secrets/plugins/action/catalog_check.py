@@ -8,7 +8,7 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import login_names, secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import login_names, secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, required_var
 
 

@@ -23,9 +23,8 @@ from typing import Any
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import env_plan
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import env_plan
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import (
     TargetAction,
     audited_reads,
@@ -42,6 +41,7 @@ from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import (
     render_env_file,
     secret_fields,
 )
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 STAGE = "live"
 MODULE = "keywarden.secrets.env_files"

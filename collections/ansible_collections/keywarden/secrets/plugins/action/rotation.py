@@ -14,11 +14,11 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils import rotation
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 _AUDIT_EVENTS = {"begin": "rotate.create", "mark": "rotate.mark", "promote": "rotate.finish", "abandon": "rotate.rollback"}
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CHARSETS, secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, generate_fields, new_entry
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, generate_fields, new_entry
 
 
 class ActionModule(ControllerAction):

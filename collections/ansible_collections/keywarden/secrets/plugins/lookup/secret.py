@@ -113,9 +113,9 @@ from typing import Any
 from ansible.errors import AnsibleError, AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import audited_reads, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 # Decrypted stores, keyed by environment and file identity, so a template reading ten values decrypts
 # once. An entry answers only for the very vault secret that decrypted it: a cache never bypasses

@@ -13,10 +13,10 @@ from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CatalogError, load_catalog
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import DEFAULT_KEEP, Store, StoreError, get_field, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CatalogError, load_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import DEFAULT_KEEP, Store, StoreError, get_field, resolve_stage, staged_version
 
 
 def resolve_var(variables: dict[str, Any], templar: Any, name: str, override: Any = None) -> Any:

@@ -14,8 +14,8 @@ from typing import Any
 
 from ansible.plugins.filter.core import comment
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import Auditor
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, get_field, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import Auditor
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, get_field, resolve_stage, staged_version
 
 # What `{{ ansible_managed }}` is when nobody sets it (ansible-core's default, without a template file to describe).
 DEFAULT_MANAGED = "Ansible managed"

@@ -12,11 +12,11 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import LOGINS_ACTION_OPTIONS
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import secrets_for_environment
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import TargetAction, audited_reads, catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 
 class LoginsAction(TargetAction):

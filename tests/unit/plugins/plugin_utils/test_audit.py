@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from ansible.parsing.vault import VaultSecret
 
-from ansible_collections.keywarden.secrets.plugins.module_utils import audit
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, AuditLog, Auditor, load_key, value_hmac, verify
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, StoreError, new_entry
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, AuditLog, Auditor, load_key, value_hmac, verify
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, new_entry
 
 REPO = Path(__file__).resolve().parents[4]
 VERIFY = REPO / "scripts" / "audit" / "verify-log"

@@ -19,8 +19,8 @@ import socket
 import time
 from typing import Any
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CHARSETS, login_names
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import DISTRIBUTING, StoreError, generate_value, utcnow
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, login_names
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import DISTRIBUTING, StoreError, generate_value, utcnow
 
 # Kinds this release can rotate.
 ROTATABLE = ("postgresql", "mariadb")

@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import scanner
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CATALOG_VERSION, CatalogError, validate_catalog
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, StoreError, new_entry, utcnow
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CATALOG_VERSION, CatalogError, validate_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, new_entry, utcnow
 
 MASK = "********"
 KIND = "generic"

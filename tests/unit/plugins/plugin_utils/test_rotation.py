@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from ansible_collections.keywarden.secrets.plugins.module_utils import rotation
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import validate_catalog
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import StoreError, new_entry
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import validate_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, new_entry
 
 CATALOG = validate_catalog(
     {

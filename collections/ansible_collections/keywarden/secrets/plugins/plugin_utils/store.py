@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.audit import AuditError, Auditor
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import YAML_DUMPER, YAML_LOADER, login_names
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, Auditor
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import YAML_DUMPER, YAML_LOADER, login_names
 
 STORE_FORMAT = 1
 STORE_FILE = "secrets.vault"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import (
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import (
     CatalogError,
     env_plan,
     env_template,

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultSecret
 
-from ansible_collections.keywarden.secrets.plugins.module_utils.catalog import CHARSETS, load_catalog
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import (
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, load_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import (
     Store,
     StoreError,
     StoreLockedError,
@@ -39,7 +39,7 @@ COLLECTIONS = REPO / "collections"
 CHILD = r"""
 import json, sys
 from ansible.parsing.vault import VaultSecret
-from ansible_collections.keywarden.secrets.plugins.module_utils.store import Store, new_entry
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, new_entry
 args = json.loads(sys.stdin.readline())
 store = Store(args["dir"], args["env"], [(args["env"], VaultSecret(args["password"].encode()))],
               lock_timeout=args.get("timeout", 0.0), holder=args.get("holder", ""))
