@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 DATABASE = "orders"  # created by scripts/demo/postgres
 ROTATE = "playbooks/rotate.yml"
-RUN_LOCK = "rotation.lock"
 _RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 # Fault points of the engine: action/rotation.py `_crash_point` SIGKILLs ansible-playbook and the worker;
@@ -270,8 +269,9 @@ def admin_query(postgres: Any, query: str, params: tuple[Any, ...] = ()) -> list
         conn.close()
 
 
-def run_lock(ws: Any) -> Path:
-    return ws.store_dir / RUN_LOCK
+def locked(ws: Any) -> bool:
+    """Whether the store holds a rotation lock (the run's lease record)."""
+    return bool(ws.store().read().get("rotation_lock"))
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ def observe(ws: Any, port: int, name: str, consumers: Iterable[tuple[str, str]] 
         env={f"{service}.env {prefix}": env_creds(ws, service, prefix).fingerprint for service, prefix in consumers},
         current_login=login(port, current),
         previous_login=login(port, previous) if previous else None,
-        lock=run_lock(ws).exists(),
+        lock=locked(ws),
     )
 
 

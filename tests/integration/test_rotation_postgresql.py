@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-from rotation_helpers import admin_query, catalog, clone, login, observe, pg_secret, provisioned, rotate, run_lock
+from rotation_helpers import admin_query, catalog, clone, login, observe, pg_secret, provisioned, rotate
+
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 
 CATALOG = catalog(
     {
@@ -68,8 +70,13 @@ def _free_port() -> int:
 
 
 def _write_lock(ws: Any, pid: int) -> None:
-    holder = {"pid": pid, "user": getpass.getuser(), "host": socket.gethostname(), "since": "2026-01-01T00:00:00Z", "what": "playbook rotate", "awx_job_id": ""}
-    run_lock(ws).write_text(json.dumps(holder))
+    """A rotation lock (the lease record in the store) held by process ``pid`` of this host, its lease not run out."""
+    with ws.store().update() as data:
+        data["rotation_lock"] = {
+            **rotation.run_identity(pid),
+            "since": "2026-01-01T00:00:00Z",
+            "lease_until": "2999-01-01T00:00:00Z",
+        }
 
 
 # ---- what each test runs (in the background): the runs and the states in between ---------------------------
@@ -129,8 +136,8 @@ def _failure(case: str) -> Callable[[Any, int], dict[str, Any]]:
 
 
 def _live_lock(ws: Any, port: int) -> dict[str, Any]:
-    # a live process that looks like ansible-playbook to the lock's liveness check (its cmdline says ansible)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "ansible-fake-holder"])
+    # a live process of this host holds the lock
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         _write_lock(ws, holder.pid)
         return {"pid": holder.pid, **_rotate_once("lock_db")(ws, port)}
@@ -140,7 +147,7 @@ def _live_lock(ws: Any, port: int) -> dict[str, Any]:
 
 
 def _dead_lock(ws: Any, port: int) -> dict[str, Any]:
-    gone = subprocess.Popen([sys.executable, "-c", "pass", "ansible-gone"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     _write_lock(ws, gone.pid)
     return _rotate_once("lock_db")(ws, port)
@@ -280,12 +287,12 @@ def test_failure_at_the_target_rolls_back(scenarios: Any, postgres: Any, case: s
     if name == "fail_db":
         # nothing to undo at the target (only the standby login was touched): the pending value is dropped
         assert run.says(f"{name} alternating_users v1 0 hosts - FAILED, rolled back"), run.explain()
-        assert run.error_line("rotation failed before distribution for", name, f"rolled back: {name};"), run.explain()
+        assert run.error_line("rotation failed for", name, f"rolled back (consumers keep their current value): {name};"), run.explain()
         assert after.pending_step is None
     else:
         # the single-user rollback could not reach the server either: pending kept, the next run resumes it
         assert run.says(f"{name} single_user v1 0 hosts - FAILED, pending kept: rerun to resume"), run.explain()
-        assert run.error_line("rotation failed before distribution for", name, f"the next run resumes: {name}"), run.explain()
+        assert run.error_line("rotation failed for", name, f"the next run resumes: {name};"), run.explain()
         assert after.pending_step == "created"
     assert after.version == 1 and after.current.fingerprint == before.current.fingerprint
     delivered_before = {k: v for k, v in seen["files_before"].items() if k.endswith(".env")}

@@ -8,11 +8,12 @@ DOCUMENTATION = r"""
 name: secret
 author: keywarden contributors
 short_description: Read one field of a secret from the keywarden store
+extends_documentation_fragment: [keywarden.secrets.settings]
 description:
   - Returns one field (C(password), C(username), C(value)) of a secret at one stage (C(current), C(pending), C(previous))
     from the vault-encrypted store of the inventory's environment.
   - The store is decrypted only with the vault password whose vault ID is the environment's name.
-  - Use it only in tasks with C(no_log: true); never print what it returns.
+  - Use it only in tasks that set C(no_log) to true; never print what it returns.
   - Every read appends a line to the environment's audit log (secret, field, stage, version, host, actor and
     an HMAC-SHA256 of the value under the audit key, never the value). When the log cannot be written the read
     fails (fail closed).
@@ -33,60 +34,6 @@ options:
     type: str
     default: current
     choices: [current, pending, previous, live]
-  environment:
-    description: Environment (and vault ID) of the store.
-    type: str
-    vars:
-      - name: keywarden_environment
-    env:
-      - name: KEYWARDEN_ENVIRONMENT
-    ini:
-      - section: keywarden
-        key: environment
-  store_dir:
-    description: Directory holding the environment's store.
-    type: str
-    vars:
-      - name: keywarden_store_dir
-    env:
-      - name: KEYWARDEN_STORE_DIR
-    ini:
-      - section: keywarden
-        key: store_dir
-  audit_log:
-    description:
-      - Audit log of the environment (JSON lines, hash-chained, mode 0600). Default C(<store_dir>/audit.log).
-    type: path
-    vars:
-      - name: keywarden_audit_log
-    env:
-      - name: KEYWARDEN_AUDIT_LOG
-    ini:
-      - section: keywarden
-        key: audit_log
-  audit_key_file:
-    description:
-      - File holding the audit key (hex, mode 0600, never in the repository). Created on first use when missing.
-        Default C(~/.config/keywarden/audit-<environment>.key).
-    type: path
-    vars:
-      - name: keywarden_audit_key_file
-    env:
-      - name: KEYWARDEN_AUDIT_KEY_FILE
-    ini:
-      - section: keywarden
-        key: audit_key_file
-  audit_syslog:
-    description: Also forward each audit line to syslog/journald (facility authpriv, ident C(keywarden-audit)).
-    type: bool
-    default: false
-    vars:
-      - name: keywarden_audit_syslog
-    env:
-      - name: KEYWARDEN_AUDIT_SYSLOG
-    ini:
-      - section: keywarden
-        key: audit_syslog
 """
 
 EXAMPLES = r"""
@@ -128,18 +75,8 @@ class LookupModule(LookupBase):
         self.set_options(var_options=variables, direct=kwargs)
         variables = variables or {}
         try:
-            store = store_for(
-                variables,
-                self._templar,
-                self._loader,
-                environment=self.get_option("environment"),
-                store_dir=self.get_option("store_dir"),
-                audit_options={
-                    "log": self.get_option("audit_log"),
-                    "key_file": self.get_option("audit_key_file"),
-                    "syslog": self.get_option("audit_syslog"),
-                },
-            )
+            # this lookup's options are keywarden's settings (doc fragment keywarden.secrets.settings)
+            store = store_for(variables, self._templar, self._loader, plugin=self)
             data = self._read(store)
             stage = self.get_option("stage")
             fields = []

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the `<engine>_logins` modules share: the `logins` option, the tested state, the module's outcome.
 
-Each engine module supplies two functions: `ensure_present(params, logins, check_mode) -> [changed names]`
-(raising RuntimeError with a one-line reason) and `log_in(params, login) -> the user the server says we are`
+Each engine module supplies two functions: `ensure_present(params, logins, check_mode) -> ([changed names],
+{failed name: reason})` (raising RuntimeError with a one-line reason when nothing could be done) and `log_in(params, login) -> the user the server says we are`
 (raising the driver's error). Messages name secrets, users and hosts, never a password.
 """
 
@@ -51,18 +51,27 @@ def test_logins(params: dict[str, Any], logins: list[dict[str, Any]], log_in: Ca
     return refused
 
 
-def run(module: Any, ensure_present: Callable[..., list[str]], log_in: Callable[..., str], errors: Errors) -> None:
-    """The module's work and exit: state present (set what differs) or tested (log in with each)."""
+def run(module: Any, ensure_present: Callable[..., tuple[list[str], dict[str, str]]], log_in: Callable[..., str], errors: Errors) -> None:
+    """The module's work and exit: state present (set what differs) or tested (log in with each).
+
+    One login's failure does not stop the others: the module fails naming each failed secret in ``failures``
+    (name -> reason), so that the rotation engine rolls back only those.
+    """
     params = module.params
     logins = params["logins"]
     if params["state"] == "present":
         try:
-            changed = ensure_present(params, logins, module.check_mode)
+            changed, failures = ensure_present(params, logins, module.check_mode)
         except RuntimeError as exc:
             module.fail_json(msg=str(exc))
+        if failures:
+            detail = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
+            module.fail_json(
+                msg=f"{len(failures)} of {len(logins)} logins not set: {detail}", failures=failures, changed=bool(changed), changed_names=changed
+            )
         module.exit_json(changed=bool(changed), changed_names=changed, msg=f"{len(changed)} of {len(logins)} logins changed")
     refused = test_logins(params, logins, log_in, errors)
     if refused:
         detail = "; ".join(f"{name}: {why}" for name, why in refused)
-        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _ in refused])
+        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _ in refused], failures=dict(refused))
     module.exit_json(changed=False, tested=len(logins), msg=f"{len(logins)} logins accepted")

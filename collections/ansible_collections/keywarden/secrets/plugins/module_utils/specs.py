@@ -11,11 +11,6 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "path": {"type": "str"},
         "environment": {"type": "str"},
     },
-    "env_plan": {
-        "catalog_path": {"type": "str"},
-        "environment": {"type": "str"},
-        "groups": {"type": "list", "elements": "str"},
-    },
     # passed on to the env_files module, which adds `files` (the rendered contents)
     "env_files": {
         "dir": {"type": "path", "required": True},
@@ -32,10 +27,13 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "store_dir": {"type": "str"},
     },
     "rotation": {
-        "op": {"type": "str", "required": True, "choices": ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]},
-        "names": {"type": "list", "elements": "str", "default": []},
-        "only": {"type": "list", "elements": "str", "default": []},
-        "step": {"type": "str", "choices": ["created", "tested", "distributing"]},
+        "phase": {"type": "str", "required": True, "choices": ["plan", "decide", "finish"]},
+        "only": {"type": "raw", "default": []},
+        # seconds; keep in step with plugin_utils/rotation.py DEFAULT_LEASE_SECONDS
+        "lease": {"type": "float", "default": 14400},
+    },
+    "target": {
+        "phase": {"type": "str", "required": True, "choices": ["provision", "set_test", "cleanup"]},
     },
     "audit": {
         "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
@@ -50,8 +48,8 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# Options of the <engine>_logins modules, which their actions pass through unchanged: the module adds `logins`
-# (the resolved values), the action `names` and `stage` (what it resolves them from).
+# Options of the <engine>_logins modules besides `logins` (module_utils/logins.py); the rotation drivers
+# (plugin_utils/drivers) fill them from the target host's keywarden_target_<kind>_* variables.
 _LOGINS_COMMON: dict[str, dict[str, Any]] = {
     "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
     "login_unix_socket": {"type": "str"},
@@ -74,15 +72,6 @@ MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
     "config_file": {"type": "path", "default": "~/.my.cnf"},
     "host_pattern": {"type": "str", "default": "%"},
 }
-# what the actions resolve the `logins` from
-LOGINS_ACTION_OPTIONS: dict[str, dict[str, Any]] = {
-    "names": {"type": "list", "elements": "str", "required": True},
-    "stage": {"type": "str", "default": "live", "choices": ["current", "pending", "previous", "live"]},
-}
-ARGUMENT_SPECS["postgresql_logins"] = {**LOGINS_ACTION_OPTIONS, **POSTGRESQL_LOGINS_OPTIONS}
-ARGUMENT_SPECS["mariadb_logins"] = {**LOGINS_ACTION_OPTIONS, **MARIADB_LOGINS_OPTIONS}
-
-
 def controller_only(name: str) -> None:
     """Body of a documentation stub: validate the arguments, then say the work happens on the controller."""
     from ansible.module_utils.basic import AnsibleModule  # noqa: PLC0415 - only when run as a module

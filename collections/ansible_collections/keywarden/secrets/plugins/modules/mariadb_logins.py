@@ -24,8 +24,9 @@ description:
   - C(_) and C(%) in a database name are escaped in the grant, so it covers that database only.
   - With O(state=tested), logs in over TCP once per login (TLS when the server offers it and PyMySQL supports the
     preferred mode) and checks C(CURRENT_USER()). Fails naming the logins that were refused.
-  - Use through the C(keywarden.secrets.mariadb_logins) action, which resolves O(logins) from the store by secret
-    name (O(names), O(stage)); the values never appear in a task's arguments.
+  - One login's failure does not stop the others; the module then fails naming each failed secret in RV(failures).
+  - keywarden's rotation engine runs it through the C(mariadb) driver of C(keywarden.secrets.target), which reads O(logins)
+    from the store; call it directly only with values from a vault, in a task with C(no_log) set.
 version_added: 0.1.0
 author: keywarden contributors
 extends_documentation_fragment: [keywarden.secrets.logins]
@@ -57,11 +58,15 @@ requirements: [PyMySQL]
 """
 
 EXAMPLES = r"""
-- name: Set every MariaDB login of this host from the store's pending values
+- name: Set a login (the rotation engine passes the values it read from the store)
   keywarden.secrets.mariadb_logins:
-    names: [shop_db, ledger_db]
-    stage: pending
+    logins:
+      - name: shop_db
+        user: shop_a
+        password: "{{ vault_shop_db_password }}"
+        database: shop
     login_unix_socket: /run/mysqld/mysqld.sock
+  no_log: true
 """
 
 RETURN = r"""
@@ -79,6 +84,12 @@ failed_names:
   type: list
   elements: str
   returned: failure with state=tested
+failures:
+  description:
+    - Secret name -> why its login could not be set (O(state=present)) or was refused (O(state=tested)). The other
+      logins of the call are applied and tested all the same; the module fails when this is not empty.
+  type: dict
+  returned: failure
 """
 
 import os
@@ -125,43 +136,37 @@ def _admin_connection(params: dict) -> object:
         raise RuntimeError(f"cannot connect to MariaDB at {where} as {params['login_user']}: {reason(exc)}; check keywarden_target_mariadb_login_*") from None
 
 
-def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[str]:
-    """Change what differs; return the names of the secrets whose login changed."""
+def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> tuple[list[str], dict[str, str]]:
+    """Change what differs, login by login: a login the server refuses is reported and the others go on. Returns the
+    names of the secrets whose login changed, and the failed ones with the server's reason."""
     conn = _admin_connection(params)
     host = params["host_pattern"]
-    changed = []
+    changed: list[str] = []
+    failures: dict[str, str] = {}
     try:
         with conn.cursor() as cur:
             users = sorted({x["user"] for x in logins})
             cur.execute("SELECT User, plugin, authentication_string FROM mysql.user WHERE Host = %s AND User IN %s", (host, users))
             have = {user: (plugin, auth) for user, plugin, auth in cur.fetchall()}
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN %s", (sorted({x["database"] for x in logins}),))
+            databases = {row[0] for row in cur.fetchall()}
             for login in logins:
-                user = login["user"]
+                if login["database"] not in databases:
+                    failures[login["name"]] = f"database {login['database']} does not exist on this server; create it (keywarden manages logins, not databases)"
+                    continue
                 try:
                     hashed = native_password(login["password"])
                 except ValueError:
-                    raise RuntimeError(f"{login['name']}: the stored password is empty; a login without a password is refused") from None
-                grant = database_grant(login["database"])
-                statements = []
-                if user not in have:
-                    statements.append(("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (user, host, hashed)))
-                    grants = []
-                else:
-                    plugin, auth = have[user]
-                    if plugin not in ("mysql_native_password", "") or auth != hashed:
-                        statements.append(("ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (user, host, hashed)))
-                    cur.execute("SHOW GRANTS FOR %s@%s", (user, host))
-                    grants = [_grant_head(row[0]) for row in cur.fetchall()]
-                wanted = f"GRANT ALL PRIVILEGES ON {grant}"
-                extra = [g for g in grants if g not in ("GRANT USAGE ON *.*", wanted)]
-                if extra:
-                    statements.append(("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host)))
-                if extra or wanted not in grants:
-                    # `%` in the identifier is doubled: PyMySQL formats the statement with its arguments
-                    statements.append((f"GRANT ALL PRIVILEGES ON {grant.replace('%', '%%')} TO %s@%s", (user, host)))
-                if statements and not check_mode:
-                    for statement, args in statements:
-                        cur.execute(statement, args)
+                    failures[login["name"]] = "the stored password is empty; a login without a password is refused"
+                    continue
+                try:
+                    statements = _statements(cur, login, host, hashed, have)
+                    if statements and not check_mode:
+                        for statement, args in statements:
+                            cur.execute(statement, args)
+                except pymysql.Error as exc:
+                    failures[login["name"]] = f"MariaDB refused the change: {reason(exc)}"
+                    continue
                 if statements:
                     changed.append(login["name"])
     except pymysql.Error as exc:
@@ -169,7 +174,31 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
         raise RuntimeError(f"MariaDB refused a change: {reason(exc)}{done}") from None
     finally:
         conn.close()
-    return changed
+    return changed, failures
+
+
+def _statements(cur: object, login: dict, host: str, hashed: str, have: dict) -> list[tuple[str, tuple]]:
+    """What makes one login right: the user with its password hash, and the database's privileges as its whole grant."""
+    user = login["user"]
+    grant = database_grant(login["database"])
+    statements = []
+    if user not in have:
+        statements.append(("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (user, host, hashed)))
+        grants = []
+    else:
+        plugin, auth = have[user]
+        if plugin not in ("mysql_native_password", "") or auth != hashed:
+            statements.append(("ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (user, host, hashed)))
+        cur.execute("SHOW GRANTS FOR %s@%s", (user, host))
+        grants = [_grant_head(row[0]) for row in cur.fetchall()]
+    wanted = f"GRANT ALL PRIVILEGES ON {grant}"
+    extra = [g for g in grants if g not in ("GRANT USAGE ON *.*", wanted)]
+    if extra:
+        statements.append(("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host)))
+    if extra or wanted not in grants:
+        # `%` in the identifier is doubled: PyMySQL formats the statement with its arguments
+        statements.append((f"GRANT ALL PRIVILEGES ON {grant.replace('%', '%%')} TO %s@%s", (user, host)))
+    return statements
 
 
 # What the first test login of this module run learnt: whether the server offers TLS, and PyMySQL's TLS context.

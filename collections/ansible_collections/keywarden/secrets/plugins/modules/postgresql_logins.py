@@ -23,8 +23,9 @@ description:
     C(pg_stat_statements)). A login whose stored verifier already matches is left alone, so the module is idempotent.
   - With O(state=tested), logs in over TCP once per login with its password (TLS as O(ssl_mode) says) and checks
     C(current_user). Fails naming the logins that were refused.
-  - Use through the C(keywarden.secrets.postgresql_logins) action, which resolves O(logins) from the store by secret
-    name (option C(names), C(stage)); the values never appear in a task's arguments.
+  - One login's failure does not stop the others; the module then fails naming each failed secret in RV(failures).
+  - keywarden's rotation engine runs it through the C(postgresql) driver of C(keywarden.secrets.target), which reads O(logins)
+    from the store; call it directly only with values from a vault, in a task with C(no_log) set.
 version_added: 0.1.0
 author: keywarden contributors
 extends_documentation_fragment: [keywarden.secrets.logins]
@@ -56,19 +57,28 @@ requirements: [psycopg2]
 """
 
 EXAMPLES = r"""
-- name: Set every login of this host from the store's pending values
+- name: Set a login (the rotation engine passes the values it read from the store)
   keywarden.secrets.postgresql_logins:
-    names: [app_db, reports_db]
-    stage: pending
+    logins:
+      - name: app_db
+        user: app_b
+        password: "{{ vault_app_db_password }}"
+        group: app
+        database: orders
     login_unix_socket: /var/run/postgresql
   become: true
   become_user: postgres
+  no_log: true
 
-- name: Log in with each of them over TCP
+- name: Log in with it over TCP
   keywarden.secrets.postgresql_logins:
-    names: [app_db, reports_db]
-    stage: pending
+    logins:
+      - name: app_db
+        user: app_b
+        password: "{{ vault_app_db_password }}"
+        database: orders
     state: tested
+  no_log: true
 """
 
 RETURN = r"""
@@ -86,6 +96,12 @@ failed_names:
   type: list
   elements: str
   returned: failure with state=tested
+failures:
+  description:
+    - Secret name -> why its login could not be set (O(state=present)) or was refused (O(state=tested)). The other
+      logins of the call are applied and tested all the same; the module fails when this is not empty.
+  type: dict
+  returned: failure
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -117,10 +133,12 @@ def _admin_connection(params: dict) -> object:
         ) from None
 
 
-def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[str]:
-    """Apply what differs in one transaction; return the names of the secrets whose login changed."""
+def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> tuple[list[str], dict[str, str]]:
+    """Apply what differs in one transaction, each login under a savepoint: a login the server refuses is rolled back
+    alone. Returns the names of the secrets whose login changed, and the failed ones with the server's reason."""
     conn = _admin_connection(params)
-    changed = []
+    changed: list[str] = []
+    failures: dict[str, str] = {}
     try:
         with conn.cursor() as cur:
             roles = sorted({x["user"] for x in logins} | {x["group"] for x in logins if x.get("group")})
@@ -132,28 +150,28 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
                 (roles,),
             )
             members = set(cur.fetchall())
+            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (sorted({x["database"] for x in logins if x.get("database")}),))
+            databases = {row[0] for row in cur.fetchall()}
             for login in logins:
-                group, user = login.get("group"), login["user"]
-                statements = []
-                if group and group not in have:
-                    statements.append((sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)), None))
-                    have[group] = (None, False)
-                elif group and have[group][1]:
-                    # the group role holds the privileges; only its members log in
-                    statements.append((sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(group)), None))
-                    have[group] = (have[group][0], False)
-                if user not in have:
-                    statements.append((sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), (scram.verifier(login["password"]),)))
-                    have[user] = (None, True)
-                elif not have[user][1] or not scram.matches(have[user][0], login["password"]):
-                    statements.append((sql.SQL("ALTER ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), (scram.verifier(login["password"]),)))
-                if group and (group, user) not in members:
-                    statements.append((sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)), None))
-                    members.add((group, user))
-                for statement, args in statements:
-                    cur.execute(statement, args)
-                if statements:
-                    changed.append(login["name"])
+                if login.get("database") and login["database"] not in databases:
+                    # the login would be created, and every consumer's connection refused: say so now, not at rotation time
+                    failures[login["name"]] = f"database {login['database']} does not exist on this server; create it (keywarden manages logins, not databases)"
+                    continue
+                before = (dict(have), set(members))
+                statements = _statements(login, have, members)
+                if not statements:
+                    continue
+                cur.execute("SAVEPOINT keywarden_login")
+                try:
+                    for statement, args in statements:
+                        cur.execute(statement, args)
+                except psycopg2.Error as exc:
+                    cur.execute("ROLLBACK TO SAVEPOINT keywarden_login")
+                    have, members = before
+                    failures[login["name"]] = f"PostgreSQL refused the change: {reason(exc)}"
+                    continue
+                cur.execute("RELEASE SAVEPOINT keywarden_login")
+                changed.append(login["name"])
         if check_mode:
             conn.rollback()
         else:
@@ -163,7 +181,30 @@ def ensure_present(params: dict, logins: list[dict], check_mode: bool) -> list[s
         raise RuntimeError(f"PostgreSQL refused a change, nothing was applied: {reason(exc)}") from None
     finally:
         conn.close()
-    return changed
+    return changed, failures
+
+
+def _statements(login: dict, have: dict, members: set) -> list[tuple[object, tuple | None]]:
+    """What makes one login right: group role, login role and password (SCRAM verifier), membership. Updates
+    ``have`` and ``members`` as if the statements ran (a later login of the same group sees them)."""
+    group, user = login.get("group"), login["user"]
+    statements: list[tuple[object, tuple | None]] = []
+    if group and group not in have:
+        statements.append((sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)), None))
+        have[group] = (None, False)
+    elif group and have[group][1]:
+        # the group role holds the privileges; only its members log in
+        statements.append((sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(group)), None))
+        have[group] = (have[group][0], False)
+    if user not in have:
+        statements.append((sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), (scram.verifier(login["password"]),)))
+        have[user] = (None, True)
+    elif not have[user][1] or not scram.matches(have[user][0], login["password"]):
+        statements.append((sql.SQL("ALTER ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), (scram.verifier(login["password"]),)))
+    if group and (group, user) not in members:
+        statements.append((sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)), None))
+        members.add((group, user))
+    return statements
 
 
 def log_in(params: dict, login: dict) -> str:

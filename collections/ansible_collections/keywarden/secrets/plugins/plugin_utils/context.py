@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 from typing import Any
@@ -12,11 +11,12 @@ from typing import Any
 from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import lookup_loader
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CatalogError, load_catalog
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import DEFAULT_KEEP, Store, StoreError, get_field, resolve_stage, staged_version
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, get_field, resolve_stage, staged_version
 
 
 def resolve_var(variables: dict[str, Any], templar: Any, name: str, override: Any = None) -> Any:
@@ -36,6 +36,46 @@ def required_var(variables: dict[str, Any], templar: Any, name: str, override: A
     return value
 
 
+# The settings are the options of the `secret` lookup (doc fragment keywarden.secrets.settings): each has a play
+# variable, an environment variable and an ansible.cfg key. Actions resolve them through that plugin's
+# configuration, so a setting means the same thing, from the same sources, in every plugin.
+_SETTINGS_PLUGIN = "keywarden.secrets.secret"
+SETTINGS = ("environment", "store_dir", "catalog_path", "store_keep_versions", "store_lock_timeout", "audit_log", "audit_key_file", "audit_syslog")
+
+
+def project_root(variables: dict[str, Any]) -> str:
+    """The project: the directory above `playbooks/` (AWX and ansible-runner run the project's playbooks from there)."""
+    playbook_dir = os.path.abspath(str(variables.get("playbook_dir") or os.getcwd()))
+    return os.path.dirname(playbook_dir) if os.path.basename(playbook_dir) == "playbooks" else playbook_dir
+
+
+def settings(variables: dict[str, Any], templar: Any, loader: Any, direct: dict[str, Any] | None = None, plugin: Any = None) -> dict[str, Any]:
+    """Every keywarden setting for this task: explicit (``direct``), play variable, environment, ansible.cfg, default.
+
+    ``plugin`` is an already configured `secret` lookup (the lookup passes itself); else one is loaded and given the
+    play variables the settings name, templated. Paths default to the project's layout.
+    """
+    if plugin is None:
+        plugin = lookup_loader.get(_SETTINGS_PLUGIN, loader=loader, templar=templar)
+        definitions = [C.config.get_configuration_definition(option, "lookup", plugin._load_name) or {} for option in SETTINGS]
+        names = {entry["name"] for definition in definitions for entry in definition.get("vars", [])}
+        var_options = {name: templar.template(variables[name]) for name in names if name in variables}
+        plugin.set_options(var_options=var_options, direct={k: v for k, v in (direct or {}).items() if v not in (None, "")})
+    out = {option: plugin.get_option(option) for option in SETTINGS}
+    if out["environment"] in (None, ""):
+        raise AnsibleError(
+            "keywarden_environment is not set: give it in the inventory's group_vars (e.g. inventories/<env>/group_vars/all/keywarden.yml), "
+            "or set KEYWARDEN_ENVIRONMENT"
+        )
+    out["environment"] = str(out["environment"])
+    root = project_root(variables)
+    out["store_dir"] = os.path.expanduser(str(out["store_dir"] or os.path.join(root, "inventories", out["environment"], "store")))
+    out["catalog_path"] = os.path.expanduser(str(out["catalog_path"] or os.path.join(root, "config", "secrets", "catalog.yml")))
+    out["audit_log"] = os.path.expanduser(str(out["audit_log"] or os.path.join(out["store_dir"], "audit.log")))
+    out["audit_key_file"] = os.path.expanduser(str(out["audit_key_file"] or default_key_file(out["environment"])))
+    return out
+
+
 def store_for(
     variables: dict[str, Any],
     templar: Any,
@@ -44,62 +84,32 @@ def store_for(
     store_dir: Any = None,
     holder: str = "",
     audit_options: dict[str, Any] | None = None,
+    plugin: Any = None,
 ) -> Store:
-    env = str(required_var(variables, templar, "keywarden_environment", environment))
-    directory = str(required_var(variables, templar, "keywarden_store_dir", store_dir))
-    keep = resolve_var(variables, templar, "keywarden_store_keep_versions") or DEFAULT_KEEP
-    timeout = resolve_var(variables, templar, "keywarden_store_lock_timeout") or 0
+    """The environment's store, its writes and reads audited. Explicit arguments win over the settings."""
+    direct = {"environment": environment, "store_dir": store_dir, **{f"audit_{k}": v for k, v in (audit_options or {}).items()}}
+    conf = settings(variables, templar, loader, direct, plugin)
     vault = getattr(loader, "_vault", None)
-    auditor = auditor_for(variables, templar, env, directory, audit_options)
-    return Store(directory, env, getattr(vault, "secrets", None), keep=int(keep), lock_timeout=float(timeout), holder=holder, audit=auditor)
+    auditor = auditor_for(variables, conf)
+    return Store(
+        conf["store_dir"],
+        conf["environment"],
+        getattr(vault, "secrets", None),
+        keep=int(conf["store_keep_versions"]),
+        lock_timeout=float(conf["store_lock_timeout"]),
+        holder=holder,
+        audit=auditor,
+    )
 
 
-# Audit settings: (play variable, environment variable, ansible.cfg [keywarden] key). The secret lookup documents
-# the same three sources for each option; action plugins, which have no options of their own, read them here.
-AUDIT_SETTINGS = {
-    "log": ("keywarden_audit_log", "KEYWARDEN_AUDIT_LOG", "audit_log"),
-    "key_file": ("keywarden_audit_key_file", "KEYWARDEN_AUDIT_KEY_FILE", "audit_key_file"),
-    "syslog": ("keywarden_audit_syslog", "KEYWARDEN_AUDIT_SYSLOG", "audit_syslog"),
-}
-
-
-def _ini(key: str) -> str | None:
-    path = getattr(C, "CONFIG_FILE", None)
-    if not path:
-        return None
-    parser = configparser.ConfigParser(interpolation=None)
+def auditor_for(variables: dict[str, Any], conf: dict[str, Any]) -> Auditor:
+    """The environment's audit log with its key, for the actor and host of this task."""
     try:
-        parser.read(path, encoding="utf-8")
-        return parser.get("keywarden", key, fallback=None)
-    except (OSError, configparser.Error):
-        return None
-
-
-def audit_setting(variables: dict[str, Any], templar: Any, option: str, override: Any = None) -> Any:
-    """An audit option: explicit value, else play variable, else environment variable, else ansible.cfg."""
-    var, env, ini = AUDIT_SETTINGS[option]
-    value = resolve_var(variables, templar, var, override)
-    if value in (None, ""):
-        value = os.environ.get(env) or _ini(ini)
-    return value
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def auditor_for(variables: dict[str, Any], templar: Any, environment: str, store_dir: str, options: dict[str, Any] | None = None) -> Auditor:
-    """The environment's audit log (default <store dir>/audit.log) with its key (default ~/.config/keywarden/audit-<env>.key)."""
-    options = options or {}
-    log_path = audit_setting(variables, templar, "log", options.get("log")) or os.path.join(store_dir, "audit.log")
-    key_file = audit_setting(variables, templar, "key_file", options.get("key_file")) or default_key_file(environment)
-    syslog = _truthy(audit_setting(variables, templar, "syslog", options.get("syslog")) or False)
-    try:
-        key = load_key(os.path.expanduser(str(key_file)))
+        key = load_key(conf["audit_key_file"])
     except AuditError as exc:
         raise AnsibleError(f"{exc}: refusing to go on without an audit record (fail closed)") from None
     host = variables.get("inventory_hostname")
-    return Auditor(AuditLog(str(log_path), key, syslog=syslog), environment, actor(variables), host=str(host) if host else None)
+    return Auditor(AuditLog(conf["audit_log"], key, syslog=bool(conf["audit_syslog"])), conf["environment"], actor(variables), host=str(host) if host else None)
 
 
 def audited_reads(store: Store, data: dict[str, Any], fields: list[tuple[str, str]], stage: str, **detail: Any) -> list[str]:
@@ -124,10 +134,11 @@ def audited_reads(store: Store, data: dict[str, Any], fields: list[tuple[str, st
     return values
 
 
-def catalog_for(variables: dict[str, Any], templar: Any, path: Any = None) -> dict[str, Any]:
-    catalog_path = str(required_var(variables, templar, "keywarden_catalog_path", path))
+def catalog_for(variables: dict[str, Any], templar: Any, path: Any = None, loader: Any = None) -> dict[str, Any]:
+    """The validated catalog: an explicit path, else the catalog_path setting (default: the project's)."""
+    catalog_path = path or settings(variables, templar, loader)["catalog_path"]
     try:
-        return load_catalog(os.path.expanduser(catalog_path))
+        return load_catalog(os.path.expanduser(str(catalog_path)))
     except CatalogError as exc:
         raise AnsibleError(str(exc)) from None
 
