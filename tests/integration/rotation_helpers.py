@@ -32,11 +32,9 @@ DATABASE = "orders"  # created by scripts/demo/postgres
 ROTATE = "playbooks/rotate.yml"
 _RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
-# Fault points of the engine: action/rotation.py `_crash_point` SIGKILLs ansible-playbook and the worker;
-# module_utils/store.py `_fault` SIGKILLs the process writing the store (the worker: ansible-playbook then
-# stops the run with "A worker was found in a dead state").
-ROTATE_FAULTS = ("rotate-after-lock", "rotate-after-begin", "rotate-after-mark-distributing", "rotate-after-promote")
-STORE_FAULTS = ("store-mid-write", "store-before-rename", "store-after-rename")
+# Crash injection (tests/faults/sitecustomize.py, on the PYTHONPATH of a crashing run only): the n-th store write
+# of a run dies at a point inside it, or the whole run dies right after it.
+FAULTS = REPO / "tests" / "faults"
 
 
 def digest(value: str) -> str:
@@ -132,13 +130,13 @@ def run_playbook(
     ws: Any,
     playbook: str,
     *extra: str,
-    fault: str | None = None,
+    crash: str | None = None,
     kill_on: str | None = None,
     timeout: float = 300,
 ) -> Run:
-    """ansible-playbook against the workspace (the way conftest's Workspace.run does it), optionally with
-    KEYWARDEN_FAULT_INJECT=<fault>, or SIGKILLed with all its workers from outside as soon as a line of its
-    output contains ``kill_on``."""
+    """ansible-playbook against the workspace (the way conftest's Workspace.run does it), optionally crashed:
+    ``crash`` = "<point>:<n>" (see tests/faults/sitecustomize.py), or SIGKILLed with all its workers from outside as
+    soon as a line of its output contains ``kill_on``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
     env.update(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -148,8 +146,10 @@ def run_playbook(
         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    if fault:
-        env["KEYWARDEN_FAULT_INJECT"] = fault
+    if crash:
+        counter = ws.root / "crash-counter"
+        counter.unlink(missing_ok=True)
+        env.update(KEYWARDEN_TEST_CRASH=crash, KEYWARDEN_TEST_CRASH_COUNTER=str(counter), PYTHONPATH=str(FAULTS))
     args = ["-i", str(ws.inventory), str(REPO / playbook), "--vault-id", f"{ws.environment}@{CLIENT}", *extra]
     started = time.monotonic()
     # own process group: a kill from outside takes the workers too, as a crashed controller would
@@ -183,14 +183,14 @@ def run_playbook(
         returncode = proc.wait()
     finally:
         watchdog.cancel()
-        # a worker orphaned by a fault must not outlive the case
+        # a worker orphaned by a crash must not outlive the case
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     return Run(ws, args, returncode, "".join(lines), time.monotonic() - started, killed.is_set())
 
 
-def rotate(ws: Any, *extra: str, only: str | None = None, fault: str | None = None, kill_on: str | None = None) -> Run:
-    return run_playbook(ws, ROTATE, *(("-e", f"keywarden_rotate_only={only}") if only else ()), *extra, fault=fault, kill_on=kill_on)
+def rotate(ws: Any, *extra: str, only: str | None = None, crash: str | None = None, kill_on: str | None = None) -> Run:
+    return run_playbook(ws, ROTATE, *(("-e", f"keywarden_rotate_only={only}") if only else ()), *extra, crash=crash, kill_on=kill_on)
 
 
 # ---- credentials: store, .env, server -----------------------------------------------------------------

@@ -1,18 +1,18 @@
-"""A rotation killed at every step boundary, then run again, leaves nothing half done.
+"""A rotation killed at every step boundary and inside its store writes, then run again, leaves nothing half done.
 
 Each case rotates its own secret (its own logins on the shared throwaway PostgreSQL) in a fresh copy of a
 provisioned store, crashes it, checks what the consumer holds right after the crash, and runs a plain
 `playbooks/rotate.yml` (what a scheduled run does). Every case must end with: store `current` == what the
-consumer's .env holds == a login the server accepts; `previous` still logging in (alternating users); no
-`pending`; no run lock. The cases run four at a time; each test waits for its own.
+consumer's .env holds == a login the server accepts; the value the target accepted (and the consumer may already
+hold) before the crash is the one that ends as `current`, never a fresh one; `previous` still logging in
+(alternating users); no `pending`; no run lock.
 
-Crashes: the engine's fault points (KEYWARDEN_FAULT_INJECT): after the run lock, after the pending value is
-persisted, after it is marked distributing, after promotion; a SIGKILL of the store writer mid-write, before
-and after the rename of the run's first store write (`begin`), and mid-write of its last (`promote`, when the
-consumers already hold the new value); a SIGKILL of ansible-playbook with its workers from outside once the
-consumers' .env files are rendered (before promotion); and a single_user rotation killed after `set`.
-A store fault kills the worker that writes; ansible-playbook then stops the whole run ("A worker was found in
-a dead state"), so every case is a run that died mid-way.
+A run writes the store three times: plan (lock + pending values), decide (distributing), finish (promote + unlock).
+Crashes (tests/faults/sitecustomize.py, no hook in the product): the whole run killed right after each of those
+writes; the store writer killed mid-write, before and after the rename of the first write (plan) and mid-write of
+the last (finish: the consumers already hold the new value, the store still says `current`); ansible-playbook
+killed with its workers from outside once the consumers' .env files are rendered; and a single_user rotation
+killed once it is distributing (its old password no longer works until the rerun distributes the new one).
 """
 
 from __future__ import annotations
@@ -23,32 +23,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from rotation_helpers import ROTATE_FAULTS, STORE_FAULTS, Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, stored
+from rotation_helpers import Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, store_creds, stored
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import load_catalog, secrets_for_environment
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.drivers import driver_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 
 @dataclass(frozen=True)
 class Case:
-    fault: str | None = None  # KEYWARDEN_FAULT_INJECT
+    crash: str | None = None  # tests/faults point:n
     kill_on: str | None = None  # SIGKILL the process group when a line of output holds this
-    before: str | None = None  # pending step to leave in the store first, so that the fault hits a later write
+    before: str | None = None  # pending step to leave in the store first (an earlier run that died)
     strategy: str = "alternating_users"
     # version `current` ends at: 1 when the crash came before the pending value was persisted (nothing to resume)
     version: int = 2
 
 
 CASES: dict[str, Case] = {
-    **{fault: Case(fault=fault, version=1 if fault == "rotate-after-lock" else 2) for fault in ROTATE_FAULTS},
-    # the first store write of a run is `begin`: a torn or unrenamed write leaves nothing pending
-    **{f"{fault}@begin": Case(fault=fault, version=2 if fault == "store-after-rename" else 1) for fault in STORE_FAULTS},
+    "run-after-plan": Case(crash="run-after-write:1"),
+    "run-after-decide": Case(crash="run-after-write:2"),
+    "run-after-finish": Case(crash="run-after-write:3"),
+    # the first store write of a run is plan's: a torn or unrenamed write leaves nothing pending
+    "store-mid-write@plan": Case(crash="store-mid-write:1", version=1),
+    "store-before-rename@plan": Case(crash="store-before-rename:1", version=1),
+    "store-after-rename@plan": Case(crash="store-after-rename:1"),
     # the write that matters most: consumers already hold the pending value, the store still says `current`
-    "store-mid-write@promote": Case(fault="store-mid-write", before="distributing"),
+    "store-mid-write@finish": Case(crash="store-mid-write:3", before="distributing"),
     "kill@env-rendered": Case(kill_on="TASK [keywarden_env : Report the delivered files]"),
     # single_user: from `set` until the rerun distributes, the consumer's value no longer works
-    "single_user:rotate-after-mark-distributing": Case(fault="rotate-after-mark-distributing", strategy="single_user"),
+    "single_user:run-after-decide": Case(crash="run-after-write:2", strategy="single_user"),
 }
 SECRETS = {case_id: f"crash{index:02d}" for index, case_id in enumerate(CASES)}
 
@@ -64,6 +69,10 @@ class Outcome:
     crash: Run = field(repr=False)
     store_opens_after_crash: bool
     consumer_login_after_crash: str | None
+    # fingerprints right after the crash: the pending value (if any) and what the consumer's .env holds
+    pending_after_crash: str | None
+    consumer_after_crash: str
+    current_after_crash: str | None
     rerun: Run = field(repr=False)
     end: State
     leftovers: list[str]  # temp files of a store write that never finished
@@ -74,24 +83,31 @@ def _run_case(make_workspace: Callable[..., Any], template: Any, postgres: Any, 
     consumers = (("app", _prefix(name)),)
     ws = clone(make_workspace, template, f"crash-{name}", postgres)
     if case.before:
-        # the state a run killed after `begin` (created) or after `mark` (distributing) leaves, made with the
-        # engine's own transitions: the run below then resumes it and its first store write is `mark` or `promote`
+        # the state a run killed after decide leaves (pending, distributing), made with the engine's own transitions:
+        # the run below resumes it; its last store write (finish) is the one that crashes
         catalog_env = secrets_for_environment(load_catalog(str(ws.catalog)), ws.environment)
+        driver = driver_for(catalog_env[name]["kind"])
+        assert driver is not None
         with ws.store().update() as data:
-            rotation.begin(data, catalog_env, [name])
-            if case.before == "distributing":
-                rotation.mark(data, [name], "distributing")
-    crash = rotate(ws, only=name, fault=case.fault, kill_on=case.kill_on)
+            rotation.begin(data, [name], lambda secret, current: driver.new_fields(catalog_env[secret], current))
+            rotation.mark(data, [name], rotation.DISTRIBUTING)
+    crash = rotate(ws, only=name, crash=case.crash, kill_on=case.kill_on)
     try:
         opens = bool(stored(ws, name))
+        pending = store_creds(ws, name, "pending")
+        current = store_creds(ws, name)
     except StoreError:  # a torn or unreadable store is what this records
-        opens = False
-    consumer = login(postgres.port, env_creds(ws, prefix=_prefix(name)))
+        opens, pending, current = False, None, None
+    held = env_creds(ws, prefix=_prefix(name))
+    consumer = login(postgres.port, held)
     rerun = rotate(ws)
     return Outcome(
         crash=crash,
         store_opens_after_crash=opens,
         consumer_login_after_crash=consumer,
+        pending_after_crash=pending.fingerprint if pending else None,
+        consumer_after_crash=held.fingerprint,
+        current_after_crash=current.fingerprint if current else None,
         rerun=rerun,
         end=observe(ws, postgres.port, name, consumers),
         leftovers=sorted(p.name for p in ws.store_dir.glob(".secrets.vault.tmp.*")),
@@ -122,11 +138,11 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
     crash = out.crash
     if case.kill_on:
         assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
-    elif case.fault and case.fault.startswith("store-"):
+    elif case.crash and case.crash.startswith("store-"):
         # the store writer is the worker: ansible-playbook stops the whole run when it dies
         assert crash.returncode != 0 and crash.says("A worker was found in a dead state"), crash.explain()
     else:
-        assert crash.returncode == -9, f"{case.fault} did not kill the run\n{crash.explain()}"
+        assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
     assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     if case.strategy == "alternating_users":
@@ -140,10 +156,19 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
     end = out.end
     assert end.pending_step is None, "a pending value was left after the rerun"
     assert not end.lock, "the run lock was left after the rerun"
+    # a crashed writer's temp file (ciphertext, never the store) goes with the next store write
+    assert not out.leftovers or case.version == 1, "a store write left its temp file behind"
     assert end.version == case.version
     assert end.consumers_hold(end.current), "the consumer's .env does not hold the store's current value"
     assert end.current_login == end.current.user, "the current value does not log in at the target"
-    if case.strategy == "alternating_users" and end.previous:
-        # nothing lost: the login the consumers used before the rotation still works until the next one
-        assert end.previous.user != end.current.user
-        assert end.previous_login == end.previous.user, "the previous value no longer logs in"
+    # nothing regenerated: a value the target accepted (pending at the crash) or the consumer held is the one that ends
+    if out.pending_after_crash is not None:
+        assert end.current.fingerprint == out.pending_after_crash, "the rerun replaced the pending value the crashed run had set"
+    if out.consumer_after_crash != out.current_after_crash:
+        assert end.current.fingerprint == out.consumer_after_crash, "the consumer's new value is not the one that ended as current"
+    if case.version == 2:
+        assert end.previous is not None, "promotion dropped the previous value"
+        if case.strategy == "alternating_users":
+            # nothing lost: the login the consumers used before the rotation still works until the next one
+            assert end.previous.user != end.current.user
+            assert end.previous_login == end.previous.user, "the previous value no longer logs in"

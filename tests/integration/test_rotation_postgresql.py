@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import getpass
-import json
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from rotation_helpers import admin_query, catalog, clone, login, observe, pg_secret, provisioned, rotate
+from rotation_helpers import admin_query, catalog, clone, login, observe, pg_secret, provisioned, rotate, run_playbook, stored
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 
@@ -39,6 +38,7 @@ CATALOG = catalog(
         "lock_db": pg_secret("lockr", consumers=[("app", "app", "LOCK_DB")]),
         "fail_db": pg_secret("failr", consumers=[("app", "app", "FAIL_DB")]),
         "fail_one_db": pg_secret("failone", "single_user", consumers=[("app", "app", "FAIL_ONE_DB")]),
+        "healthy_db": pg_secret("healthy", consumers=[("app", "app", "HEALTHY_DB")]),
     }
 )
 GROUPS = ("db", "app", "worker")
@@ -135,6 +135,25 @@ def _failure(case: str) -> Callable[[Any, int], dict[str, Any]]:
     return act
 
 
+def _one_broken(ws: Any, port: int) -> dict[str, Any]:
+    """A healthy secret and a new one whose database does not exist, rotated in the same run."""
+    data = yaml.safe_load(ws.catalog.read_text())
+    data["secrets"]["billing_db"] = pg_secret("billing", consumers=[("app", "app", "BILLING_DB")])
+    data["secrets"]["billing_db"]["target"]["database"] = "no_such_billing"
+    ws.catalog.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+    init = run_playbook(ws, "playbooks/init.yml")
+    assert init.returncode == 0, init.explain()
+    before, files = observe(ws, port, "healthy_db", _consumers("healthy_db")), _files(ws)
+    run = rotate(ws, only="healthy_db,billing_db")
+    return {
+        "run": run,
+        "before": before,
+        "files_before": files,
+        "after": observe(ws, port, "healthy_db", _consumers("healthy_db")),
+        "billing": stored(ws, "billing_db"),
+    }
+
+
 def _live_lock(ws: Any, port: int) -> dict[str, Any]:
     # a live process of this host holds the lock
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
@@ -162,6 +181,7 @@ SCENARIOS: dict[str, Callable[[Any, int], dict[str, Any]]] = {
     "unknown": _rotate_once("app_db", "-e", "keywarden_rotate_only=app_db,nosuch_db", plain=True),
     "no_consumers": _no_consumers,
     **{case: _failure(case) for case in FAILURES},
+    "one_broken": _one_broken,
     "live_lock": _live_lock,
     "dead_lock": _dead_lock,
 }
@@ -227,7 +247,7 @@ def test_single_user_rotation_retires_the_old_password(scenarios: Any, postgres:
     assert after.current_login == "ledger"
     old_login = login(postgres.port, before.current)
     assert old_login is None, "the old password still logs in"
-    assert _versions(ws) == {"app_db": 1, "ledger_db": 2, "due_db": 1, "lock_db": 1, "fail_db": 1, "fail_one_db": 1}
+    assert _versions(ws) == {"app_db": 1, "ledger_db": 2, "due_db": 1, "lock_db": 1, "fail_db": 1, "fail_one_db": 1, "healthy_db": 1}
 
 
 def test_nothing_due_changes_nothing(scenarios: Any) -> None:
@@ -253,7 +273,7 @@ def test_a_secret_past_its_max_age_is_rotated_by_a_plain_run(scenarios: Any) -> 
     run, after = seen["run"], seen["after"]
     assert run.returncode == 0, run.explain()
     assert run.says("rotating due_db (postgresql, alternating_users): due, v1 -> v2")
-    assert _versions(ws) == {"app_db": 1, "ledger_db": 1, "due_db": 2, "lock_db": 1, "fail_db": 1, "fail_one_db": 1}
+    assert _versions(ws) == {"app_db": 1, "ledger_db": 1, "due_db": 2, "lock_db": 1, "fail_db": 1, "fail_one_db": 1, "healthy_db": 1}
     assert after.current.user == "due_b"
     assert after.consumers_hold(after.current)
     assert (after.current_login, after.previous_login) == ("due_b", "due_a")
@@ -309,6 +329,25 @@ def test_failure_at_the_target_rolls_back(scenarios: Any, postgres: Any, case: s
         assert state.current_login == "failone"
         old_login = login(postgres.port, before.current)
         assert old_login is None
+
+
+def test_a_failing_secret_is_rolled_back_alone(scenarios: Any, postgres: Any) -> None:
+    """billing_db's database does not exist: it fails and is rolled back, healthy_db rotates in the same run."""
+    _, seen = _done(scenarios, "one_broken")
+    run, before, after, billing = seen["run"], seen["before"], seen["after"], seen["billing"]
+    assert run.returncode != 0, "a run with a failed secret must fail"
+    line = run.error_line("rotation failed for billing_db", "database no_such_billing does not exist")
+    assert line, run.explain()
+    assert "rolled back (consumers keep their current value): billing_db;" in line
+    assert "rotated: healthy_db" in line
+    assert run.says("billing_db alternating_users v1 0 hosts - FAILED, rolled back"), run.explain()
+    # the healthy secret went all the way: store, consumers, server
+    assert (after.version, after.pending_step, after.lock) == (2, None, False)
+    assert after.consumers_hold(after.current)
+    assert after.current_login == after.current.user != before.current.user
+    assert after.previous_login == before.current.user
+    # the broken one is back where it was, nothing pending
+    assert billing["current"]["version"] == 1 and not billing.get("pending")
 
 
 # ---- the run lock -----------------------------------------------------------------------------------------

@@ -138,9 +138,7 @@ class _Run:
             rotation.take_lock(data, self.me, self.store.environment, self.lease)
         self.journal.add("decide", **outcome, retire_now=retire_now)
         consumers = _hosts(self.groups, [group for item in rotations if item["name"] in outcome["distribute"] for group in item["consumer_groups"]])
-        cleanup = sorted(
-            {host for hosts in outcome["rollback"].values() for host in hosts} | set(self._targets(retire_now + (planned.get("retire") or [])))
-        )
+        cleanup = sorted({host for hosts in outcome["rollback"].values() for host in hosts} | set(self._targets(retire_now + (planned.get("retire") or []))))
         # `failed` would fail the task: the run goes on for the other secrets and fails at its end
         failures = outcome.pop("failed")
         return {"changed": True, **outcome, "failures": failures, "retire_now": retire_now, "consumer_hosts": consumers, "cleanup_hosts": cleanup}
@@ -200,9 +198,7 @@ class _Run:
         return {"changed": bool(promoted or rolled_back or retired), "promoted": promoted, "report": report, "failure": failure}
 
 
-def _report(
-    rotations: list[dict[str, Any]], promoted: dict[str, Any], failed: dict[str, Any], abandoned: set[str], groups: dict[str, list[str]]
-) -> list[str]:
+def _report(rotations: list[dict[str, Any]], promoted: dict[str, Any], failed: dict[str, Any], abandoned: set[str], groups: dict[str, list[str]]) -> list[str]:
     row = "{:<24} {:<18} {:<9} {:<10} {:<8} {}"
     lines = [row.format("secret", "strategy", "version", "consumers", "time", "outcome")]
     for item in rotations:

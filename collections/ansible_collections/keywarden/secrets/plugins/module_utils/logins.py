@@ -66,9 +66,7 @@ def run(module: Any, ensure_present: Callable[..., tuple[list[str], dict[str, st
             module.fail_json(msg=str(exc))
         if failures:
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
-            module.fail_json(
-                msg=f"{len(failures)} of {len(logins)} logins not set: {detail}", failures=failures, changed=bool(changed), changed_names=changed
-            )
+            module.fail_json(msg=f"{len(failures)} of {len(logins)} logins not set: {detail}", failures=failures, changed=bool(changed), changed_names=changed)
         module.exit_json(changed=bool(changed), changed_names=changed, msg=f"{len(changed)} of {len(logins)} logins changed")
     refused = test_logins(params, logins, log_in, errors)
     if refused:

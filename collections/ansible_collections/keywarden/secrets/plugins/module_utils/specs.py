@@ -72,6 +72,8 @@ MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
     "config_file": {"type": "path", "default": "~/.my.cnf"},
     "host_pattern": {"type": "str", "default": "%"},
 }
+
+
 def controller_only(name: str) -> None:
     """Body of a documentation stub: validate the arguments, then say the work happens on the controller."""
     from ansible.module_utils.basic import AnsibleModule  # noqa: PLC0415 - only when run as a module

@@ -1,0 +1,74 @@
+"""Crash injection for the rotation crash tests: a process started with ``PYTHONPATH=tests/faults`` and
+``KEYWARDEN_TEST_CRASH=<point>:<n>`` dies with SIGKILL at ``point`` of the n-th store write of the run.
+
+Nothing of this ships: the product has no fault hooks. It wraps the OS calls a store write is made of (the temp
+file ``.secrets.vault.tmp.*`` is opened, written, renamed over the store), so it hits the real code path wherever
+it lives. Store writes are counted across the run's processes in the file ``KEYWARDEN_TEST_CRASH_COUNTER``.
+
+Points: ``store-mid-write`` (half the temp file written), ``store-before-rename``, ``store-after-rename`` (the
+writer dies: ansible-playbook then stops the run, "A worker was found in a dead state"), ``run-after-write``
+(ansible-playbook and the writer die right after the rename: a controller that crashed between two phases).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+
+_SPEC = os.environ.get("KEYWARDEN_TEST_CRASH", "")
+_TMP = ".secrets.vault.tmp."
+
+if _SPEC:
+    _point, _, _nth = _SPEC.partition(":")
+    _wanted = int(_nth or 1)
+    _counter = os.environ["KEYWARDEN_TEST_CRASH_COUNTER"]
+    _open, _write, _replace, _rename = os.open, os.write, os.replace, os.rename
+    _state: dict[str, int | None] = {"fd": None, "n": 0}
+
+    def _count() -> int:
+        fd = _open(_counter, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            number = int(os.pread(fd, 32, 0) or b"0") + 1
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(number).encode(), 0)
+        finally:
+            os.close(fd)
+        return number
+
+    def _die(whole_run: bool) -> None:
+        if whole_run:
+            os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _is_tmp(path: object) -> bool:
+        return os.path.basename(os.fsdecode(path)).startswith(_TMP)  # type: ignore[arg-type]
+
+    def _open_hook(path, flags, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
+        fd = _open(path, flags, mode, dir_fd=dir_fd)
+        if _is_tmp(path) and flags & os.O_CREAT:
+            _state["fd"], _state["n"] = fd, _count()
+        return fd
+
+    def _write_hook(fd, data):  # type: ignore[no-untyped-def]
+        if _point == "store-mid-write" and fd == _state["fd"] and _state["n"] == _wanted:
+            _write(fd, bytes(data)[: len(data) // 2])
+            os.fsync(fd)
+            _die(False)
+        return _write(fd, data)
+
+    def _rename_hook(original):  # type: ignore[no-untyped-def]
+        def rename(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+            hit = _is_tmp(src) and _state["n"] == _wanted
+            if hit and _point == "store-before-rename":
+                _die(False)
+            result = original(src, dst, *args, **kwargs)
+            if hit and _point in ("store-after-rename", "run-after-write"):
+                _die(_point == "run-after-write")
+            return result
+
+        return rename
+
+    os.open, os.write = _open_hook, _write_hook
+    os.replace, os.rename = _rename_hook(_replace), _rename_hook(_rename)
