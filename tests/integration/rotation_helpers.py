@@ -311,13 +311,13 @@ def observe(ws: Any, port: int, name: str, consumers: Iterable[tuple[str, str]] 
     )
 
 
-# ---- the <engine>_logins actions, run directly ------------------------------------------------------------
-def logins_play(ws: Any, action: str, file: str, names: Iterable[str], **args: Any) -> Path:
-    """A play running keywarden.secrets.<action> on the db host; what it registered (names, counts, messages: the
-    module returns no value) goes to <workspace>/outcome.json for logins_outcome."""
-    keep = "['changed', 'changed_names', 'tested', 'msg', 'failed_names']"
+# ---- keywarden.secrets.target, run directly ------------------------------------------------------------------
+def target_play(ws: Any, phase: str, file: str, **variables: Any) -> Path:
+    """A play running keywarden.secrets.target on the db host (with these host variables); what it registered
+    (names, counts, messages: no value) goes to <workspace>/outcome.json for target_outcome."""
+    keep = "['changed', 'changed_names', 'provisioned', 'tested', 'failures', 'msg']"
     tasks = [
-        {"name": "logins", f"keywarden.secrets.{action}": {"names": list(names), **args}, "register": "out", "no_log": True, "ignore_errors": True},
+        {"name": "target", "keywarden.secrets.target": {"phase": phase}, "register": "out", "ignore_errors": True, "vars": variables},
         {
             "name": "outcome",
             "ansible.builtin.copy": {
@@ -331,7 +331,7 @@ def logins_play(ws: Any, action: str, file: str, names: Iterable[str], **args: A
     return ws.write_playbook(file, [{"hosts": "db", "gather_facts": False, "tasks": tasks}])
 
 
-def logins_outcome(ws: Any, result: Any) -> dict[str, Any]:
+def target_outcome(ws: Any, result: Any) -> dict[str, Any]:
     path = ws.root / "outcome.json"
     assert path.exists(), result.explain()
     outcome = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""keywarden.secrets.mariadb_logins (action + module) run directly against a throwaway MariaDB.
+"""The MariaDB driver (keywarden.secrets.target -> module keywarden.secrets.mariadb_logins) against a throwaway MariaDB.
 
 test_target_mariadb.py covers the provision path (TCP logins, database-only grants, idempotence, repair, the
 general log). Here: what the role does not show — check mode leaves drift alone, the tested state names the
@@ -16,7 +16,7 @@ import pymysql
 import pytest
 import yaml
 from conftest import digest
-from rotation_helpers import logins_outcome, logins_play
+from rotation_helpers import target_outcome, target_play
 from test_target_mariadb import CATALOG, MariaDB, mariadb  # noqa: F401 - the module-scoped server fixture
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.mysql import native_password
@@ -24,9 +24,13 @@ from ansible_collections.keywarden.secrets.plugins.module_utils.mysql import nat
 NAMES = ("shop_db", "ledger_db")
 
 
-def _play(ws: Any, server: MariaDB, file: str, names: tuple[str, ...] = NAMES, **options: Any) -> Any:
-    admin = {"login_unix_socket": server.socket, "login_port": server.port, "login_user": server.admin}
-    return logins_play(ws, "mariadb_logins", file, names, **{**admin, **options})
+def _play(ws: Any, server: MariaDB, file: str, phase: str = "provision", **variables: Any) -> Any:
+    admin = {
+        "keywarden_target_mariadb_login_unix_socket": server.socket,
+        "keywarden_target_mariadb_port": server.port,
+        "keywarden_target_mariadb_login_user": server.admin,
+    }
+    return target_play(ws, phase, file, **{**admin, **variables})
 
 
 def _fields(ws: Any, name: str) -> dict[str, str]:
@@ -60,14 +64,14 @@ def ws(make_workspace: Callable[..., Any], mariadb: MariaDB) -> Iterator[Any]:  
 
 def test_present_sets_hash_and_grant_then_is_idempotent(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
     first = ws.run(_play(ws, mariadb, "present.yml"))
-    assert logins_outcome(ws, first)["changed_names"] == list(NAMES), first.explain()
+    assert target_outcome(ws, first)["changed_names"] == sorted(NAMES), first.explain()
     for name, grant in (("shop_db", "GRANT ALL PRIVILEGES ON `orders`.*"), ("ledger_db", "GRANT ALL PRIVILEGES ON `order\\_log`.*")):
         fields = _fields(ws, name)
         stored, grants = _account(mariadb, fields["username"])
         assert stored == digest(native_password(fields["password"])), f"{name}: the server does not hold the store's password hash"
         assert grants == sorted(["GRANT USAGE ON *.*", grant])
     again = ws.run(_play(ws, mariadb, "present.yml"))
-    assert logins_outcome(ws, again) == {"changed": False, "changed_names": [], "msg": "0 of 2 logins changed"}
+    assert target_outcome(ws, again)["changed"] is False, again.explain()
     assert not ws.leaks(first.output + again.output)
 
 
@@ -77,24 +81,24 @@ def test_check_mode_reports_drift_and_leaves_it(ws: Any, mariadb: MariaDB) -> No
     mariadb.admin_sql(f"REVOKE ALL PRIVILEGES ON `orders`.* FROM '{user}'@'%'")
     before = _account(mariadb, user)
     checked = ws.run(_play(ws, mariadb, "check.yml"), "--check")
-    assert logins_outcome(ws, checked)["changed_names"] == ["shop_db"], checked.explain()
+    assert target_outcome(ws, checked)["changed_names"] == ["shop_db"], checked.explain()
     assert _account(mariadb, user) == before, "check mode changed the server"
     repaired = ws.run(_play(ws, mariadb, "present.yml"))
-    assert logins_outcome(ws, repaired)["changed_names"] == ["shop_db"]
+    assert target_outcome(ws, repaired)["changed_names"] == ["shop_db"]
     assert _account(mariadb, user)[0] == before[0], "a missing grant must not touch the password"
     assert _account(mariadb, user)[1] == ["GRANT ALL PRIVILEGES ON `orders`.*", "GRANT USAGE ON *.*"]
 
 
 def test_tested_names_the_refused_login(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
     assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
-    good = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
-    assert logins_outcome(ws, good) == {"changed": False, "tested": 2, "msg": "2 logins accepted"}, good.explain()
+    good = ws.run(_play(ws, mariadb, "tested.yml", "test"))
+    assert target_outcome(ws, good)["tested"] == sorted(NAMES), good.explain()
     user = _fields(ws, "ledger_db")["username"]
     mariadb.admin_sql(f"SET PASSWORD FOR '{user}'@'%' = PASSWORD('drifted-by-hand')")
-    bad = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
-    outcome = logins_outcome(ws, bad)
-    assert outcome["failed_names"] == ["ledger_db"]
-    assert outcome["msg"].startswith("login refused for 1 of 2: ledger_db: Access denied for user")
+    bad = ws.run(_play(ws, mariadb, "tested.yml", "test"))
+    outcome = target_outcome(ws, bad)
+    assert list(outcome["failures"]) == ["ledger_db"] and outcome["tested"] == ["shop_db"]
+    assert outcome["failures"]["ledger_db"].startswith("Access denied for user")
     assert not ws.leaks(bad.output)
     assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
 
@@ -115,18 +119,17 @@ def test_test_logins_use_tls_when_the_server_offers_it(ws: Any, mariadb: MariaDB
     context reused by the next."""
     assert ws.run(_play(ws, mariadb, "present.yml")).returncode == 0
     before = _ssl_accepts(mariadb)
-    tested = ws.run(_play(ws, mariadb, "tested.yml", state="tested"))
-    assert logins_outcome(ws, tested)["tested"] == len(NAMES), tested.explain()
+    tested = ws.run(_play(ws, mariadb, "tested.yml", "test"))
+    assert len(target_outcome(ws, tested)["tested"]) == len(NAMES), tested.explain()
     assert _ssl_accepts(mariadb) - before == len(NAMES)
 
 
-def test_bad_input_says_what_to_fix(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
-    unknown = ws.run(_play(ws, mariadb, "unknown.yml", names=("shop_db", "app_db")))
-    assert logins_outcome(ws, unknown)["msg"] == "not secrets of kind mariadb for environment 'local' in the catalog: app_db"
-    admin = ws.run(_play(ws, mariadb, "admin.yml", login_user="no_such_admin"))
-    message = logins_outcome(ws, admin)["msg"]
-    assert message.startswith(f"cannot connect to MariaDB at {mariadb.socket} as no_such_admin: ")
-    assert message.endswith("check keywarden_target_mariadb_login_*")
+def test_a_wrong_admin_names_every_secret_and_what_to_fix(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
+    admin = ws.run(_play(ws, mariadb, "admin.yml", keywarden_target_mariadb_login_user="no_such_admin"))
+    failures = target_outcome(ws, admin)["failures"]
+    assert sorted(failures) == sorted(NAMES)
+    assert all(why.startswith(f"cannot connect to MariaDB at {mariadb.socket} as no_such_admin: ") for why in failures.values())
+    assert all(why.endswith("check keywarden_target_mariadb_login_*") for why in failures.values())
 
 
 def test_every_read_is_audited_and_nothing_leaks_at_vvvv(ws: Any, mariadb: MariaDB) -> None:  # noqa: F811
@@ -136,4 +139,4 @@ def test_every_read_is_audited_and_nothing_leaks_at_vvvv(ws: Any, mariadb: Maria
     assert not ws.leaks(run.output)
     reads = [r for r in map(json.loads, ws.audit_log.read_text().splitlines()[before:]) if r["event"] == "read"]
     assert sorted((r["secret"], r["field"]) for r in reads) == sorted((n, f) for n in NAMES for f in ("username", "password"))
-    assert {r["detail"]["purpose"] for r in reads} == {"mariadb present"}
+    assert {r["detail"]["purpose"] for r in reads} == {"provision on localhost"}

@@ -36,6 +36,7 @@ class _Host:
         self.host = str(task_vars.get("inventory_hostname"))
         self.check_mode = bool(action._task.check_mode)
         self.changed = False
+        self.changed_names: set[str] = set()
 
     def setting(self, name: str, default: Any = None) -> Any:
         if name not in self._vars:
@@ -47,6 +48,7 @@ class _Host:
         with self._action.become(become_user, self._vars):
             result = self._action._execute_module(module_name=name, module_args=args, task_vars=self._vars)
         self.changed = self.changed or bool(result.get("changed"))
+        self.changed_names.update(result.get("changed_names") or [])
         return result
 
 
@@ -89,8 +91,8 @@ class ActionModule(TargetAction):
                 values = audited_reads(store, data, [(name, field) for field in names], stage, purpose=f"{phase} on {host.host}")
                 return dict(zip(names, values, strict=True))
 
-            if phase == "provision":
-                out = self._provision(host, here, data, read)
+            if phase in ("provision", "test"):
+                out = self._provision(host, here, data, read, phase)
             else:
                 journal = Journal(store.environment, run_identity(os.getppid())["run"])
                 out = self._set_test(host, here, data, read, journal) if phase == "set_test" else self._cleanup(host, here, read, journal)
@@ -113,25 +115,28 @@ class ActionModule(TargetAction):
             if driver is not None:
                 yield driver, items
 
-    def _provision(self, host: _Host, here: dict[str, Any], data: dict[str, Any], read: Any) -> dict[str, Any]:
-        """Make this host's targets accept each secret's live value (what its consumers hold)."""
+    def _provision(self, host: _Host, here: dict[str, Any], data: dict[str, Any], read: Any, phase: str) -> dict[str, Any]:
+        """provision: make this host's targets accept each secret's live value (what its consumers hold);
+        test: log in with each (prove that they do). Every secret is handled; the task fails naming each failure."""
         names = [name for name in here if name in data["secrets"]]
         failures: Outcomes = {}
         done: list[str] = []
         for driver, items in self._by_driver(names, here, read):
-            for name, why in driver.set(host, items, "live").items():
+            outcome = driver.set(host, items, "live") if phase == "provision" else driver.test(host, items, "live")
+            for name, why in outcome.items():
                 if why is None:
                     done.append(name)
                 else:
                     failures[name] = why
         no_driver = sorted(name for name in names if driver_for(here[name]["kind"]) is None)
-        out: dict[str, Any] = {"provisioned": sorted(done), "failures": failures}
+        verb = "provisioned" if phase == "provision" else "tested"
+        out: dict[str, Any] = {verb: sorted(done), "failures": failures, "changed_names": sorted(host.changed_names)}
         if no_driver:
-            out["warnings"] = [f"not provisioned on {host.host}: {', '.join(no_driver)} (no driver for their kind in this release)"]
+            out["warnings"] = [f"not {verb} on {host.host}: {', '.join(no_driver)} (no driver for their kind in this release)"]
         if failures:
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
-            return {**out, "failed": True, "msg": f"{len(failures)} of {len(names)} secrets not provisioned on {host.host}: {detail}"}
-        return {**out, "msg": f"{len(done)} secrets provisioned on {host.host}"}
+            return {**out, "failed": True, "msg": f"{len(failures)} of {len(names)} secrets not {verb} on {host.host}: {detail}"}
+        return {**out, "msg": f"{len(done)} of {len(names)} secrets {verb} on {host.host}"}
 
     def _set_test(self, host: _Host, here: dict[str, Any], data: dict[str, Any], read: Any, journal: Journal) -> dict[str, Any]:
         """Set each rotating secret's pending value here, test it, roll back a failure here; report per secret.

@@ -33,7 +33,7 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "lease": {"type": "float", "default": 14400},
     },
     "target": {
-        "phase": {"type": "str", "required": True, "choices": ["provision", "set_test", "cleanup"]},
+        "phase": {"type": "str", "required": True, "choices": ["provision", "test", "set_test", "cleanup"]},
     },
     "audit": {
         "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},

@@ -14,6 +14,8 @@ description:
     reach the host only as the arguments of the kind's module.
   - O(phase=provision) makes the targets accept each secret's live value (what its consumers hold). The task fails
     naming every secret that could not be set; the others are set all the same.
+  - O(phase=test) logs in with each secret's live value (a real login, over TLS where offered): proof that the
+    targets accept what the consumers hold. The task fails naming every secret that was refused.
   - O(phase=set_test) sets each rotating secret's pending value, tests it with a real login, and rolls a failed one
     back on this host. It reports per secret to the rotation run; it does not fail for one secret (the run fails at
     its end naming it), so the host stays in the run for the other secrets.
@@ -32,7 +34,7 @@ options:
     description: Which part.
     type: str
     required: true
-    choices: [provision, set_test, cleanup]
+    choices: [provision, test, set_test, cleanup]
 """
 
 EXAMPLES = r"""
@@ -47,10 +49,20 @@ provisioned:
   type: list
   elements: str
   returned: when phase is provision
-failures:
-  description: With O(phase=provision), secret name -> why it could not be set.
-  type: dict
+changed_names:
+  description: With O(phase=provision), the secrets whose target was changed (or would be, in check mode).
+  type: list
+  elements: str
   returned: when phase is provision
+tested:
+  description: With O(phase=test), the secrets whose live value logged in.
+  type: list
+  elements: str
+  returned: when phase is test
+failures:
+  description: With O(phase=provision) or O(phase=test), secret name -> why it could not be set or was refused.
+  type: dict
+  returned: when phase is provision or test
 reports:
   description: With the rotation phases, secret name -> outcome on this host (ok, reason), as reported to the run.
   type: dict
