@@ -415,7 +415,9 @@ def render_prometheus(report: dict[str, Any]) -> str:
             value = value_of(item)
             if value is None:
                 continue
-            samples.append(f'{name}{{environment="{env}",secret="{_label(item["secret"])}",kind="{_label(item["kind"])}"}} {_number(value)}')
+            pairs = (("environment", report["environment"]), ("secret", item["secret"]), ("kind", item["kind"]))
+            labels = ",".join(f'{key}="{_label(text)}"' for key, text in pairs)
+            samples.append(f"{name}{{{labels}}} {_number(value)}")
         if samples:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
     verified = 1 if report["audit"]["state"] == "verified" else 0
@@ -558,7 +560,7 @@ main{padding:16px 28px 32px}
 .badge{display:inline-block;margin-left:6px;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:700;background:#e3f4ea;color:var(--ok)}
 .badge.due_soon{background:#fff2dc;color:var(--warn)}
 .badge.alert{background:var(--bad);color:#fff}
-.facts{font-size:12.5px;color:var(--mute)}.facts b{color:var(--ink);font-weight:600}
+.facts{font-size:12.5px;color:var(--mute)}.facts b{color:var(--ink);font-weight:600}.facts b.fail{color:var(--bad)}
 .reasons{grid-column:1/-1;margin:0;padding-left:18px;color:var(--bad);font-size:13px}
 .reasons.warn{color:var(--warn)}
 svg{width:100%;height:auto;display:block}
@@ -667,7 +669,8 @@ def _facts(item: dict[str, Any]) -> str:
     if cert.get("not_after"):
         rows.append(f"expires <b>{cert['not_after'][:10]}</b> ({cert['remaining_days']:+.1f} d of {cert['lifetime_days']:.0f} d)")
     last = item["last_rotation"]
-    rows.append(f"last rotation <b>{html.escape(_last_text(item))}</b>" if last else "last rotation <b>none recorded</b>")
+    failed = ' class="fail"' if last and last["outcome"] == "failure" else ""
+    rows.append(f"last rotation <b{failed}>{html.escape(_last_text(item))}</b>" if last else "last rotation <b>none recorded</b>")
     if item["failures_total"]:
         rows.append(f"failed rotations <b>{item['failures_total']}</b>")
     if item["pending"]:
