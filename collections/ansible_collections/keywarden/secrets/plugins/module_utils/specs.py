@@ -35,6 +35,18 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
     "target": {
         "phase": {"type": "str", "required": True, "choices": ["provision", "test", "set_test", "cleanup"]},
     },
+    "report": {
+        "dest": {"type": "path", "required": True},
+        "textfile_dir": {"type": "path"},
+        "formats": {"type": "list", "elements": "str", "default": ["table", "json", "prometheus", "html"], "choices": ["table", "json", "prometheus", "html"]},
+        "alert_days": {"type": "float", "default": 14},
+        "webhook_url": {"type": "str", "no_log": True},
+        "webhook_token_secret": {"type": "str"},
+        "webhook_on": {"type": "str", "default": "alert", "choices": ["alert", "always", "never"]},
+        "catalog_path": {"type": "str"},
+        "environment": {"type": "str"},
+        "store_dir": {"type": "str"},
+    },
     "audit": {
         "event": {"type": "str", "required": True, "choices": ["deploy", "backup", "restore"]},
         "services": {"type": "list", "elements": "dict", "default": []},
