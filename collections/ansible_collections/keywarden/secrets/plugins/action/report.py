@@ -15,9 +15,9 @@ from typing import Any
 from ansible.errors import AnsibleError
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import report
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, default_key_file, load_key
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, load_key
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, audit_setting, audited_reads, catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, audited_reads, catalog_for, settings, store_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError
 
 
@@ -27,12 +27,12 @@ class ActionModule(ControllerAction):
         task_vars = task_vars or {}
         args = self.arguments("report")
         try:
-            catalog = catalog_for(task_vars, self._templar, args["catalog_path"])
+            catalog = catalog_for(task_vars, self._templar, args["catalog_path"], loader=self._loader)
             store = store_for(task_vars, self._templar, self._loader, args["environment"], args["store_dir"], holder="playbook report")
             env = store.environment
             data = store.read()
-            log_path = os.path.abspath(os.path.expanduser(str(audit_setting(task_vars, self._templar, "log") or os.path.join(store.dir, "audit.log"))))
-            key_file = os.path.expanduser(str(audit_setting(task_vars, self._templar, "key_file") or default_key_file(env)))
+            conf = settings(task_vars, self._templar, self._loader, {"environment": args["environment"], "store_dir": args["store_dir"]})
+            log_path, key_file = os.path.abspath(conf["audit_log"]), conf["audit_key_file"]
             # never created here: a fresh key would make every MAC of an existing log fail
             key = load_key(key_file, create=False) if os.path.exists(key_file) else None
             audit_info, records = report.audit_state(log_path, key)
