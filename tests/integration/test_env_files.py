@@ -297,3 +297,68 @@ def test_an_unwritable_audit_log_stops_the_delivery_before_any_value_leaves(read
     result = deliver(ready, "-e", f"keywarden_audit_log={ready.root}")  # a directory: cannot be written
     assert_refused(ready, result, "secret read refused", "fail closed")
     assert not ready.env_dir.exists()
+
+
+# ---- quoting: values from migration or providers, not only from the generator ---------------------------------------
+def read_back(path: Path) -> dict[str, dict[str, str]]:
+    """{reader: {name: sha256(value)}} of an .env file as python-dotenv and bash `set -a; . FILE` read it."""
+    from dotenv import dotenv_values  # noqa: PLC0415 - only these tests need it
+
+    digest_env = "import hashlib, json, os\nprint(json.dumps({k: hashlib.sha256(os.fsencode(v)).hexdigest() for k, v in os.environ.items()}))\n"
+    shell = subprocess.run(
+        ["bash", "-c", 'set -a; . "$1"; exec "$2" -c "$3"', "bash", str(path), sys.executable, digest_env], capture_output=True, text=True, check=False
+    )
+    assert shell.returncode == 0, shell.stderr[-500:]
+    return {"dotenv": {k: digest(v or "") for k, v in dotenv_values(path).items()}, "bash": json.loads(shell.stdout)}
+
+
+def set_exact(ws: Workspace, secret: str, field: str, value: str) -> None:
+    with ws.store().update() as data:
+        data["secrets"][secret]["current"]["fields"][field] = value
+
+
+def test_a_value_with_quotes_spaces_and_dollars_reads_back_exactly(deployed: Workspace) -> None:
+    # what a migrated or provider-issued key may hold: every character the old unquoted writer lost
+    value = f'{secrets.token_hex(6)} #"x\\y$z`w;&|<>(){{}}*?~ {secrets.token_hex(6)}'
+    set_exact(deployed, "payments_api_key", "value", value)
+    result = deliver(deployed)
+    assert result.returncode == 0, result.explain()
+    for reader, got in read_back(deployed.env_dir / "app.env").items():
+        assert got["PAYMENTS_API_KEY"] == digest(value), reader
+        assert got["DB_PASSWORD"] == digest(get_field(deployed.store().read(), "app_db", "password", stage="live")), reader
+    assert deliver(deployed).recap()["changed"] == 0  # the quoting is stable: a second run rewrites nothing
+
+
+def test_a_value_the_format_cannot_carry_is_refused_with_nothing_written(deployed: Workspace) -> None:
+    value = f"{secrets.token_hex(8)}$'{secrets.token_hex(8)}"  # a '$' with a single quote: no quoting every consumer reads
+    set_exact(deployed, "payments_api_key", "value", value)
+    before = deployed.snapshot()
+    deploys = len(records(deployed, "deploy"))
+    result = deliver(deployed)
+    assert_refused(
+        deployed,
+        result,
+        "app.env PAYMENTS_API_KEY: secret 'payments_api_key' field 'value' holds what the portable .env format",
+        "keywarden_env_formats for service 'app'",
+        "no .env file was written",
+    )
+    assert value not in result.output and value.split("$", maxsplit=1)[0] not in result.output
+    assert deployed.snapshot() == before
+    assert len(records(deployed, "deploy")) == deploys
+    # the one consumer that reads the file carries it
+    shell = deliver(deployed, "-e", json.dumps({"keywarden_env_formats": {"app": "shell"}}))
+    assert shell.returncode == 0, shell.explain()
+    assert read_back(deployed.env_dir / "app.env")["bash"]["PAYMENTS_API_KEY"] == digest(value)
+
+
+@pytest.mark.parametrize(
+    ("formats", "fragment"),
+    [
+        pytest.param({"ap": "compose"}, "keywarden_env_formats: 'ap' is not a service of the catalog (services: app, worker)", id="service"),
+        pytest.param({"app": "yaml"}, "keywarden_env_formats.app: 'yaml' is not one of portable, compose, dotenv, systemd, shell", id="format"),
+    ],
+)
+def test_a_bad_format_setting_is_refused(ready: Workspace, formats: dict[str, str], fragment: str) -> None:
+    result = deliver(ready, "-e", json.dumps({"keywarden_env_formats": formats}))
+    assert_refused(ready, result, fragment)
+    assert not ready.env_dir.exists()

@@ -1,7 +1,9 @@
-"""Leak gate: every playbook of the project runs at -vvvv with --diff, and no secret value of the store (nor its
-base64 or URL-encoded forms, nor the vault password or the audit key) appears in what the run leaves behind:
-stdout, stderr, the Ansible log file, the audit log, ansible-runner artifacts, and the command lines and
-environments of the ansible processes while they run. A planted leak proves the gate can fail.
+"""Leak gate: every playbook of the project runs at -vvvv with --diff (each must succeed: a failed run proves
+nothing), and no secret value of the store (nor its base64 or URL-encoded forms, nor the vault password or the
+audit key) appears in what the run leaves behind: stdout, stderr, the Ansible log file, the audit log,
+ansible-runner artifacts, audit.yml's scan reports, and the command lines and environments of every process on the
+machine while the run lasts (a module's child process included). A leak planted in each of those channels proves
+the gate catches it there.
 
 Hits are reported as (where, which form, which secret name): never the value.
 """
@@ -9,6 +11,7 @@ Hits are reported as (where, which form, which secret name): never the value.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +27,8 @@ from test_audit_runs import runner_run
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 # known order (each needs the one before); any other playbook that appears in playbooks/ runs after them
+# audit.yml scans the workspace (not the host's /etc and /srv) as the account the tests run as
+AUDIT_ARGS = ("-e", "keywarden_audit_scan_become=false")
 ORDER = [
     ("catalog.yml", ()),
     ("init.yml", ()),
@@ -32,6 +37,7 @@ ORDER = [
     ("site.yml", ()),
     ("rotate.yml", ("-e", "keywarden_rotate_only=app_db")),
     ("rotate.yml", ("--check",)),
+    ("audit.yml", AUDIT_ARGS),
 ]
 
 
@@ -47,10 +53,12 @@ def forms(value: str) -> dict[str, str]:
 
 
 class Sampler:
-    """Collects the command lines and environments of every ansible process while a run lasts (what `ps e` shows)."""
+    """Collects the command lines and environments of every process on the machine while a run lasts (what `ps e`
+    shows), each distinct text once: a module's child process shows up as well as ansible's own."""
 
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}
+        self._texts: dict[str, str] = {}  # text -> where it was first seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -61,21 +69,22 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        for index, (text, where) in enumerate(self._texts.items()):
+            self.seen[f"{where} [{index}]"] = text
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.05):
+        while True:
             for pid in os.listdir("/proc"):
                 if not pid.isdigit():
                     continue
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if b"ansible" not in cmdline:
+                for name, sep in (("cmdline", " "), ("environ", "\n")):
+                    try:
+                        raw = Path(f"/proc/{pid}/{name}").read_bytes()
+                    except OSError:  # gone, or a kernel thread
                         continue
-                    environ = Path(f"/proc/{pid}/environ").read_bytes()
-                except OSError:
-                    continue
-                self.seen[f"/proc/{pid}/cmdline"] = cmdline.replace(b"\0", b" ").decode(errors="replace")
-                self.seen[f"/proc/{pid}/environ"] = environ.replace(b"\0", b"\n").decode(errors="replace")
+                    self._texts.setdefault(raw.replace(b"\0", sep.encode()).decode(errors="replace"), f"/proc/{pid}/{name}")
+            if self._stop.wait(0.1):
+                return
 
 
 class LeakGate:
@@ -131,6 +140,8 @@ class LeakGate:
 
     def files(self, *roots: Path) -> None:
         for root in roots:
+            if not root.exists():
+                continue
             paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
             for path in paths:
                 self.captured[str(path)] = path.read_text(errors="replace")
@@ -156,49 +167,108 @@ def gate(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory: py
 def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path_factory: pytest.TempPathFactory) -> None:
     known = {name for name, _ in ORDER}
     others = sorted(p.name for p in (REPO / "playbooks").glob("*.yml") if p.name not in known)
+    ws = gate.ws
+    audit_vars = {
+        # not ws.env_dir: the scanner reports the delivered .env files themselves as hardcoded credentials
+        "keywarden_audit_scan_paths": [str(ws.store_dir), str(ws.inventory), str(ws.playbook_dir)],
+        "keywarden_audit_scan_owners": [],
+        "keywarden_audit_scan_report_dir": str(ws.root / "audit-scan"),
+    }
     for index, (name, extra) in enumerate([*ORDER, *[(o, ()) for o in others]]):
-        proc = gate.run(f"{index}:{name}", REPO / "playbooks" / name, *extra)
-        if name in known:
-            assert proc.returncode == 0, f"{name} rc {proc.returncode}: " + gate.ws.redact(proc.stdout[-3000:])
+        args = (*extra, "-e", json.dumps(audit_vars)) if name == "audit.yml" else extra
+        proc = gate.run(f"{index}:{name}", REPO / "playbooks" / name, *args)
+        # every playbook, the ones added later included: a run that failed proves nothing about leaks
+        assert proc.returncode == 0, f"{name} rc {proc.returncode}: " + gate.ws.redact(proc.stdout[-3000:])
     # the same as AWX runs it: ansible-runner job events and artifacts
     data_dir = tmp_path_factory.mktemp("leak-runner")
     run = runner_run(gate.ws, "playbooks/deploy.yml", data_dir, "--diff", verbosity=4)
     assert run.rc == 0
     gate.collect_secrets()
-    gate.files(data_dir / "artifacts", gate.ws.root / "ansible.log", gate.ws.audit_log)
+    gate.files(data_dir / "artifacts", gate.ws.root / "ansible.log", gate.ws.audit_log, gate.ws.root / "audit-scan")
     assert (gate.ws.root / "ansible.log").stat().st_size > 0
+    assert sorted(p.name for p in (gate.ws.root / "audit-scan").iterdir()) == ["localhost.json"]  # audit.yml scanned the workspace
     assert any(p.name == "job_events" for p in (data_dir / "artifacts").rglob("*"))
     rotated = sum(1 for name in gate.secrets.values() if name == "app_db.password")  # an int: an assertion never shows values
     assert rotated >= 2  # v1 and v2 of the rotated password are both searched for
     assert gate.hits() == []
 
 
-def test_the_gate_catches_a_planted_leak_in_each_form(gate: LeakGate) -> None:
+def test_the_gate_catches_a_planted_leak_in_each_channel(gate: LeakGate, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One careless play leaks in each channel the gate watches, each with its own secret or form, so that every
+    channel is shown to be caught on its own: stdout (and so the log file and runner artifacts), the command line
+    and the environment of a module's child process, the log file alone, the audit log alone."""
     ws = gate.ws
     if not (ws.store_dir / "secrets.vault").exists():
         assert gate.run("plant-init", REPO / "playbooks" / "init.yml").returncode == 0
-    lookup = "lookup('keywarden.secrets.secret', 'app_redis.password')"
-    planted = ws.write_playbook(
-        "planted.yml",
-        [
-            {
-                "name": "A careless play",
-                "hosts": "all",
-                "gather_facts": False,
-                "tasks": [
-                    {"name": "Print it", "ansible.builtin.debug": {"msg": "{{ " + lookup + " }}"}},
-                    {"name": "Print it encoded", "ansible.builtin.debug": {"msg": "{{ " + lookup + " | b64encode }}"}},
-                    {"name": "Print it in a URL", "ansible.builtin.debug": {"msg": "https://x/?p={{ " + lookup + " | urlencode }}"}},
-                ],
-            }
-        ],
-    )
+
+    def lookup(name: str) -> str:
+        return "lookup('keywarden.secrets.secret', '" + name + "')"
+
+    redis, payments, db = lookup("app_redis.password"), lookup("payments_api_key.value"), lookup("app_db.password")
+    log = ws.root / "ansible.log"
+    plays = [
+        {
+            "name": "A careless play",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [
+                {"name": "Print it", "ansible.builtin.debug": {"msg": "{{ " + redis + " }}"}},
+                {"name": "Print it encoded", "ansible.builtin.debug": {"msg": "{{ " + redis + " | b64encode }}"}},
+                {"name": "Print it in a URL", "ansible.builtin.debug": {"msg": "https://x/?p={{ " + redis + " | urlencode }}"}},
+                {
+                    "name": "Put one on a child's command line for 3 s",
+                    "ansible.builtin.command": {"argv": ["/bin/sh", "-c", "sleep 3", "{{ " + payments + " }}"]},
+                    "no_log": True,
+                    "changed_when": False,
+                },
+                {
+                    "name": "Put one in a child's environment for 3 s",
+                    "ansible.builtin.command": {
+                        "argv": ["/usr/bin/env", "-u", "PLANTED", "/bin/sh", "-c", 'PLANTED="$0"; export PLANTED; sleep 3', "{{ " + db + " }}"]
+                    },
+                    "no_log": True,
+                    "changed_when": False,
+                },
+                # a module writes them (lineinfile), so that they reach no other channel: no argv, no environment
+                {
+                    "name": "Write one into the log file",
+                    "ansible.builtin.lineinfile": {"path": str(log), "line": "{{ " + payments + " | b64encode }}"},
+                    "no_log": True,
+                    "diff": False,
+                },
+                {
+                    "name": "Write one into the audit log",
+                    "ansible.builtin.lineinfile": {"path": str(ws.audit_log), "line": "{{ " + db + " | b64encode }}"},
+                    "no_log": True,
+                    "diff": False,
+                },
+            ],
+        }
+    ]
+    planted = ws.write_playbook("planted.yml", plays)
+    printing = ws.write_playbook("planted-print.yml", [{**plays[0], "tasks": plays[0]["tasks"][:3]}])
     before = dict(gate.captured)
     gate.captured.clear()
     try:
+        # through ansible-runner first: once the audit log holds a planted line, every read fails closed
+        data_dir = tmp_path_factory.mktemp("leak-planted-runner")
+        assert runner_run(ws, str(printing), data_dir).rc == 0
         assert gate.run("planted", planted).returncode == 0
+        gate.files(log, ws.audit_log, data_dir / "artifacts")
         hits = gate.hits()
     finally:
         gate.captured = before
-    assert {(form, name) for where, form, name in hits if where == "planted stdout"} >= {("plain", "app_redis.password"), ("base64", "app_redis.password")}
-    assert any(form.startswith("url") and name == "app_redis.password" for _, form, name in hits)
+
+    def caught(channel: Callable[[str], bool]) -> set[tuple[str, str]]:
+        return {(form, name) for where, form, name in hits if channel(where)}
+
+    assert caught(lambda where: where == "planted stdout") >= {("plain", "app_redis.password"), ("base64", "app_redis.password")}
+    assert any(form.startswith("url") for form, name in caught(lambda where: where == "planted stdout") if name == "app_redis.password")
+    assert ("plain", "payments_api_key.value") in caught(lambda where: where.startswith("planted /proc/") and "/cmdline" in where)
+    assert ("plain", "app_db.password") in caught(lambda where: where.startswith("planted /proc/") and "/environ" in where)
+    assert ("base64", "payments_api_key.value") in caught(lambda where: where == str(log))
+    assert ("base64", "app_db.password") in caught(lambda where: where == str(ws.audit_log))
+    assert ("plain", "app_redis.password") in caught(lambda where: where.startswith(str(data_dir / "artifacts")))
+    # each of the last four only reached its own channel: the gate saw it there, not somewhere else first
+    assert ("base64", "payments_api_key.value") not in caught(lambda where: where != str(log))
+    assert ("base64", "app_db.password") not in caught(lambda where: where != str(ws.audit_log))

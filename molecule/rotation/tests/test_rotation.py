@@ -1,12 +1,17 @@
-"""After the rotation: both consumers moved to the standby login, their units run and log in to kw-db.
+"""After the rotation: both consumers moved to the standby login, their units run and log in to kw-db, and each
+runs with the store's new current password (not the previous one).
 
-Values never reach this process: the checks run inside the containers and report names, user names
-(not secret) and exit codes only.
+Values never reach an assertion: the checks run inside the containers and report names, user names (not secret),
+digests and exit codes only; the store's values are digested here as soon as they are read.
 """
 
+import hashlib
 import os
+from pathlib import Path
 
-import testinfra
+from ansible.parsing.vault import VaultSecret
+
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store
 
 _INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 CONSUMERS = {"kw-app": "app", "kw-worker": "worker"}
@@ -38,10 +43,29 @@ def test_consumer_runs_and_logs_in_with_its_rotated_env(host):
     assert login.rc == 0, login.stderr
 
 
-def test_both_consumers_hold_the_same_login(host):
-    other = testinfra.get_host("ansible://kw-worker", ansible_inventory=_INVENTORY)
-    digest = "import hashlib, sys\nprint(hashlib.sha256(open(sys.argv[1], 'rb').read().split(b'DB_PASSWORD=')[1].split(b'\\n')[0]).hexdigest())\n"
-    mine = host.run("python3 -c %s %s", digest, f"/srv/keywarden/{_service(host)}.env")
-    theirs = other.run("python3 -c %s %s", digest, "/srv/keywarden/worker.env")
-    assert mine.rc == 0 and theirs.rc == 0
-    assert mine.stdout == theirs.stdout, "app and worker hold different DB_PASSWORD digests"
+# sha256 of DB_PASSWORD in a process's environment: what systemd's EnvironmentFile= gave the running unit
+DIGEST_PROC = (
+    "import hashlib, sys\n"
+    "env = dict(i.split(b'=', 1) for i in open('/proc/%s/environ' % sys.argv[1], 'rb').read().split(b'\\0') if b'=' in i)\n"
+    "print(hashlib.sha256(env[b'DB_PASSWORD']).hexdigest())\n"
+)
+
+
+def _store_digests():
+    """sha256 of app_db's current and previous password in the scenario's store (development)."""
+    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    password = (ephemeral / "vault-pass" / "development").read_text().strip().encode()
+    entry = Store(str(ephemeral / "store"), "development", [("development", VaultSecret(password))]).read()["secrets"]["app_db"]
+    return {stage: hashlib.sha256(entry[stage]["fields"]["password"].encode()).hexdigest() for stage in ("current", "previous")}
+
+
+def test_consumer_runs_with_the_new_current_password(host):
+    unit = f"keywarden-{_service(host)}.service"
+    pid = host.check_output("systemctl show --property MainPID --value %s", unit).strip()
+    assert pid.isdigit() and pid != "0", f"{unit} has no main process"
+    # as the unit's own account: root without CAP_SYS_PTRACE may not read another account's environment
+    held = host.run("runuser -u kwapp -- python3 -c %s %s", DIGEST_PROC, pid)
+    assert held.rc == 0, held.stderr
+    stored = _store_digests()
+    assert stored["current"] != stored["previous"], "the rotation left the password unchanged"
+    assert held.stdout.strip() == stored["current"], f"{unit} does not run with the store's current app_db password"

@@ -2,6 +2,11 @@
 
 Contents are random tokens compared by SHA-256 digest; the module's output is searched for them (never shown).
 The unprivileged cases run the module as `nobody` (setpriv), where the test runs as root.
+
+Like AnsiballZ on a host, each run executes a copy of the module and of the module_utils it imports (ansible's and
+the collection's), made in a temp dir that every account can traverse, with the system's /usr/bin/python3: so the
+unprivileged cases pass wherever the repository is cloned (a clone under /root, mode 0700, included), and whatever
+interpreter or virtualenv runs the tests.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,24 +27,52 @@ from typing import Any
 import pytest
 from conftest import COLLECTIONS, digest
 
-MODULE = COLLECTIONS / "ansible_collections" / "keywarden" / "secrets" / "plugins" / "modules" / "env_files.py"
+SECRETS = Path("ansible_collections", "keywarden", "secrets", "plugins")
+# the interpreter a Debian host runs modules with: outside any checkout or virtualenv, executable by every account
+PYTHON = "/usr/bin/python3"
 
 
-def run_module(args: dict[str, Any], check_mode: bool = False, as_user: str | None = None) -> tuple[dict[str, Any], str]:
+@pytest.fixture(scope="module")
+def payload_dir() -> Iterator[Path]:
+    """What AnsiballZ would unpack on the host: the module, the collection's module_utils and ansible's module_utils
+    (with the two files `import ansible` needs), copied into a temp dir that every account can traverse."""
+    assert os.path.exists(PYTHON), f"{PYTHON} is missing: the module tests run modules with the host's system Python"
+    import ansible  # noqa: PLC0415 - only to find the installed package
+
+    base = Path(tempfile.mkdtemp(prefix="keywarden-env-files-payload-", dir="/tmp"))
+    skip = shutil.ignore_patterns("__pycache__")
+    installed = Path(ansible.__file__).parent
+    for name in ("__init__.py", "release.py"):
+        (base / "ansible").mkdir(exist_ok=True)
+        shutil.copy(installed / name, base / "ansible" / name)
+    for name in ("_vendor", "module_utils"):
+        shutil.copytree(installed / name, base / "ansible" / name, ignore=skip)
+    shutil.copytree(COLLECTIONS / SECRETS / "module_utils", base / SECRETS / "module_utils", ignore=skip)
+    shutil.copytree(COLLECTIONS / SECRETS / "modules", base / SECRETS / "modules", ignore=skip)
+    for path in [base, *base.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_module(payload: Path, args: dict[str, Any], check_mode: bool = False, as_user: str | None = None) -> tuple[dict[str, Any], str]:
     """(result, raw output) of one module run; args go through a 0600 file, as AnsiballZ hands them over."""
-    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
+    arguments = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
     fd, path = tempfile.mkstemp(suffix=".json")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle)
+            json.dump(arguments, handle)
         prefix: list[str] = []
         if as_user:
             account = pwd.getpwnam(as_user)
             os.chown(path, account.pw_uid, account.pw_gid)
             prefix = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups"]
-        # the collection's module_utils on the path, as AnsiballZ bundles them
-        env = {**os.environ, "PYTHONPATH": str(COLLECTIONS)}
-        proc = subprocess.run([*prefix, sys.executable, str(MODULE), path], capture_output=True, text=True, timeout=60, check=False, env=env)
+        # only the copied payload on the path (-S and a bare environment: nothing of the caller's site), as AnsiballZ runs it
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(payload), "LANG": "C.UTF-8"}
+        module = payload / SECRETS / "modules" / "env_files.py"
+        proc = subprocess.run([*prefix, PYTHON, "-S", str(module), path], capture_output=True, text=True, timeout=60, check=False, env=env, cwd=payload)
     finally:
         os.unlink(path)
     return json.loads(proc.stdout), proc.stdout + proc.stderr
@@ -54,10 +86,10 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def test_writes_each_file_0600_and_returns_names_only(tmp_path: Path) -> None:
+def test_writes_each_file_0600_and_returns_names_only(payload_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "srv"
     files = {"app.env": env_text(), "worker.env": env_text()}
-    result, raw = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
+    result, raw = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
     assert not result.get("failed"), result.get("msg")
     assert (result["changed"], result["dir_changed"], result["changed_files"]) == (True, True, ["app.env", "worker.env"])
     assert mode(target) == 0o750
@@ -68,14 +100,14 @@ def test_writes_each_file_0600_and_returns_names_only(tmp_path: Path) -> None:
     assert not leaked
     # the same again: nothing written, inodes kept
     inodes = {name: (target / name).stat().st_ino for name in files}
-    again, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
+    again, _ = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": files})
     assert (again["changed"], again["changed_files"]) == (False, [])
     assert {name: (target / name).stat().st_ino for name in files} == inodes
 
 
-def test_check_mode_creates_nothing(tmp_path: Path) -> None:
+def test_check_mode_creates_nothing(payload_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "srv"
-    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}}, check_mode=True)
+    result, _ = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}}, check_mode=True)
     assert (result["changed"], result["dir_changed"], result["changed_files"]) == (True, True, ["app.env"])
     assert not target.exists()
 
@@ -91,33 +123,33 @@ def test_check_mode_creates_nothing(tmp_path: Path) -> None:
         pytest.param({"dir_group": "kw-no-such-account"}, "dir_group (keywarden_env_group) 'kw-no-such-account' is not a group", id="dir-group"),
     ],
 )
-def test_refusals_write_nothing(tmp_path: Path, args: dict[str, Any], fragment: str) -> None:
+def test_refusals_write_nothing(payload_dir: Path, tmp_path: Path, args: dict[str, Any], fragment: str) -> None:
     target = tmp_path / "srv"
     full = {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}, **args}
-    result, _ = run_module(full)
+    result, _ = run_module(payload_dir, full)
     assert result.get("failed")
     assert fragment in result["msg"]
     assert "\n" not in result["msg"]
     assert not target.exists()
 
 
-def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+def test_a_file_in_place_of_the_directory_is_refused(payload_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "srv"
     target.write_text("not a directory\n")
-    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}})
+    result, _ = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": env_text()}})
     assert result.get("failed")
     assert f"{target} exists and is not a directory" in result["msg"]
 
 
-def test_numbers_name_accounts_and_drift_is_fixed(tmp_path: Path) -> None:
+def test_numbers_name_accounts_and_drift_is_fixed(payload_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "srv"
     text = env_text()
     args = {"dir": str(target), "dir_mode": "0700", "dir_owner": str(os.geteuid()), "owner": str(os.geteuid()), "group": str(os.getegid())}
-    first, _ = run_module({**args, "files": {"app.env": text}})
+    first, _ = run_module(payload_dir, {**args, "files": {"app.env": text}})
     assert first["changed"] and mode(target) == 0o700
     os.chmod(target / "app.env", 0o640)
     os.chmod(target, 0o500)
-    fixed, _ = run_module({**args, "files": {"app.env": text}})
+    fixed, _ = run_module(payload_dir, {**args, "files": {"app.env": text}})
     assert (fixed["changed"], fixed["dir_changed"], fixed["changed_files"]) == (True, True, ["app.env"])
     assert (mode(target), mode(target / "app.env")) == (0o700, 0o600)
     assert digest((target / "app.env").read_bytes()) == digest(text)
@@ -140,11 +172,11 @@ def nobody_dir() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_unprivileged_empty_owners_mean_the_running_account(nobody_dir: Path) -> None:
+def test_unprivileged_empty_owners_mean_the_running_account(payload_dir: Path, nobody_dir: Path) -> None:
     account = pwd.getpwnam("nobody")
     target = nobody_dir / "srv"
     text = env_text()
-    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": text}}, as_user="nobody")
+    result, _ = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": text}}, as_user="nobody")
     assert not result.get("failed"), result.get("msg")
     for path in (target, target / "app.env"):
         st = path.stat()
@@ -152,19 +184,19 @@ def test_unprivileged_empty_owners_mean_the_running_account(nobody_dir: Path) ->
     assert digest((target / "app.env").read_bytes()) == digest(text)
 
 
-def test_unprivileged_root_owned_directory_is_refused_with_a_hint(nobody_dir: Path) -> None:
+def test_unprivileged_root_owned_directory_is_refused_with_a_hint(payload_dir: Path, nobody_dir: Path) -> None:
     target = nobody_dir / "srv"
     group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
-    result, _ = run_module({"dir": str(target), "owner": "", "group": group, "files": {"app.env": env_text()}}, as_user="nobody")
+    result, _ = run_module(payload_dir, {"dir": str(target), "owner": "", "group": group, "files": {"app.env": env_text()}}, as_user="nobody")
     assert result.get("failed")
     assert f"{target} cannot be given to 0:" in result["msg"]
     assert "use become, or leave keywarden_env_dir_owner, keywarden_env_owner and keywarden_env_group empty" in result["msg"]
     assert not target.exists()
 
 
-def test_unprivileged_files_for_another_account_are_refused_before_any_change(nobody_dir: Path) -> None:
+def test_unprivileged_files_for_another_account_are_refused_before_any_change(payload_dir: Path, nobody_dir: Path) -> None:
     target = nobody_dir / "srv"
-    result, _ = run_module({"dir": str(target), "dir_owner": "", "owner": "root", "group": "", "files": {"app.env": env_text()}}, as_user="nobody")
+    result, _ = run_module(payload_dir, {"dir": str(target), "dir_owner": "", "owner": "root", "group": "", "files": {"app.env": env_text()}}, as_user="nobody")
     assert result.get("failed")
     assert f"the files in {target} cannot be given to 0:" in result["msg"]
     assert not target.exists()

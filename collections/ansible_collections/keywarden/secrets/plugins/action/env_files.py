@@ -5,8 +5,10 @@
 1. Plan the host's files from the catalog (``module_utils.catalog.env_plan`` on ``group_names``).
 2. Read the store once; check that every secret field the files need exists at stage ``live`` (all or nothing: a
    missing one fails the task, naming file, variable, secret and field, before anything is read out or written).
-3. Record every value read in the audit log (``read``), then render the files (``plugin_utils.deploy``). No record,
-   no value: the task fails closed when the log cannot be written.
+3. Record every value read in the audit log (``read``), then render the files (``plugin_utils.deploy``), each value
+   quoted so that every consumer of the file's format (option ``formats``, default ``portable``) reads it back byte
+   for byte; a value the format cannot carry fails the task, naming file, variable and secret, before anything is
+   written. No record, no value: the task fails closed when the log cannot be written.
 4. Run the ``keywarden.secrets.env_files`` module on the host once: directory, then each file that differs.
 5. Not in check mode: record one ``deploy`` line per delivered secret field (as the audit action does), with
    ``changed`` per service; fail closed.
@@ -34,8 +36,10 @@ from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import (
     store_for,
 )
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import (
+    DEFAULT_FORMAT,
     DEFAULT_MANAGED,
     check_fields,
+    check_formats,
     deploy_entries,
     env_file_name,
     render_env_file,
@@ -55,7 +59,8 @@ class ActionModule(TargetAction):
         try:
             catalog = catalog_for(task_vars, self._templar)
             environment = str(required_var(task_vars, self._templar, "keywarden_environment"))
-        except AnsibleError as exc:
+            formats = check_formats(args.pop("formats"), {str(c["service"]) for entry in catalog["secrets"].values() for c in entry["consumers"]})
+        except (AnsibleError, StoreError) as exc:
             raise AnsibleActionFail(str(exc)) from None
         services = env_plan(catalog, environment, [str(group) for group in task_vars.get("group_names", [])])
         if not services:
@@ -68,7 +73,10 @@ class ActionModule(TargetAction):
             pairs = secret_fields(services)
             values = dict(zip(pairs, audited_reads(store, data, pairs, STAGE, purpose="env_files"), strict=True))
             managed = str(resolve_var(task_vars, self._templar, "ansible_managed") or DEFAULT_MANAGED)
-            files = {env_file_name(service): render_env_file(service, values, environment, managed) for service in services}
+            files = {
+                env_file_name(service): render_env_file(service, values, environment, managed, formats.get(service["service"], DEFAULT_FORMAT))
+                for service in services
+            }
         except AuditError as exc:
             raise AnsibleActionFail(f"secret read refused: {exc}") from None
         except (StoreError, AnsibleError) as exc:

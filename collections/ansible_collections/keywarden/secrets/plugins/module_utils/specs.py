@@ -11,9 +11,10 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "path": {"type": "str"},
         "environment": {"type": "str"},
     },
-    # passed on to the env_files module, which adds `files` (the rendered contents)
+    # passed on to the env_files module, which adds `files` (the rendered contents); `formats` is the action's own
     "env_files": {
         "dir": {"type": "path", "required": True},
+        "formats": {"type": "dict", "default": {}},
         "dir_mode": {"type": "raw", "default": "0750"},
         "dir_owner": {"type": "str", "default": "root"},
         "dir_group": {"type": "str"},

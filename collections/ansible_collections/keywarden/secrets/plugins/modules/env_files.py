@@ -61,6 +61,21 @@ options:
         group of the account the module runs as.
     type: str
     default: root
+  formats:
+    description:
+      - The format of each service's file, by service name (role variable C(keywarden_env_formats)); a service not
+        listed gets C(portable). The action plugin quotes each value so that every consumer of the format reads it
+        back byte for byte, and refuses a value the format cannot carry (naming file, variable and secret; nothing
+        written). Not used by the module itself.
+      - C(portable) is read back by docker compose C(env_file) (v1 and v2), python-dotenv, systemd C(EnvironmentFile=) and
+        bash C(set -a; . FILE); it cannot carry a C(${), a trailing backslash, nor a C($) or a backtick together with a
+        single quote or a doubled backslash.
+      - C(compose) (docker compose v1 and v2) cannot carry a C(${), a trailing backslash, nor a C($) together with a
+        backslash and a single quote (or a doubled backslash). C(dotenv) (python-dotenv) cannot carry a C(${) or a
+        trailing backslash. C(systemd) and C(shell) carry every printable character.
+      - No format carries a control character (line break, NUL, tab). See docs/security/secrets/delivery.md.
+    type: dict
+    default: {}
   files:
     description:
       - File name (in O(dir), no path) to its full content. Set by the action plugin from the store; do not give it in a
@@ -331,7 +346,7 @@ def run(module):
 
 def main():
     module = AnsibleModule(
-        # the action's options (shared table), plus the rendered files it adds
+        # the action's options (shared table), plus the rendered files it adds; `formats` is only the action's
         argument_spec={**ARGUMENT_SPECS["env_files"], "files": {"type": "dict", "default": {}, "no_log": True}},
         supports_check_mode=True,
     )
