@@ -318,13 +318,8 @@ def _snapshot_audit(sources: Sources) -> tuple[bytes, bytes | None] | None:
     return log, head
 
 
-def snapshot(sources: Sources) -> list[tuple[str, bytes, int]]:
-    """(path in the archive, bytes, mode) of everything backed up.
-
-    No store lock is taken (a writer that found it held would fail): the store file is replaced by rename, so one
-    read sees one whole revision, and a rollback copy pruned while listing is skipped. The store is read before the
-    log, so the log holds at least every store write up to the revision archived.
-    """
+def read_store(sources: Sources) -> bytes:
+    """The store file's bytes, refused unless it is an ansible-vault file under the environment's vault ID."""
     env = sources.environment
     store = os.path.join(sources.store_dir, STORE_FILE)
     try:
@@ -337,7 +332,17 @@ def snapshot(sources: Sources) -> list[tuple[str, bytes, int]]:
     if vault_id != env:
         what = f"encrypted under vault ID '{vault_id}'" if vault_id else "not an ansible-vault file"
         raise BackupError(f"store {store} is {what}, not a store of environment '{env}': refusing to back it up")
-    members = [(f"store/{STORE_FILE}", raw, 0o600)]
+    return raw
+
+
+def snapshot(sources: Sources) -> list[tuple[str, bytes, int]]:
+    """(path in the archive, bytes, mode) of everything backed up.
+
+    No store lock is taken (a writer that found it held would fail): the store file is replaced by rename, so one
+    read sees one whole revision, and a rollback copy pruned while listing is skipped. The store is read before the
+    log, so the log holds at least every store write up to the revision archived.
+    """
+    members = [(f"store/{STORE_FILE}", read_store(sources), 0o600)]
     versions = os.path.join(sources.store_dir, VERSIONS_DIR)
     with contextlib.suppress(FileNotFoundError):
         for name in sorted(os.listdir(versions)):
@@ -619,6 +624,7 @@ def create_backup(
     if remote:
         split_remote(remote)
     recipients = read_recipients(recipients_file)
+    read_store(sources)  # before anything is made (an audit key on first use, the backup directory)
     key = load_audit_key(sources)
     auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key), env, who, host=host)
     try:
