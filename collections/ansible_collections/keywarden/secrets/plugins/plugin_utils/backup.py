@@ -833,7 +833,7 @@ def restore(
         raise BackupError(f"{exc}: a restore needs the audit key the backups were made under (escrowed offline, see {RUNBOOK})") from None
     checked = verify_archive(archive, identity_file, env, key)
     files = checked.files
-    _, bad, message = _verify_log_bytes(files, key)
+    lines, bad, message = _verify_log_bytes(files, key)
     if bad is not None and not force:
         raise BackupError(f"archive {archive}: its audit log fails verification ({message}); restore it anyway with force")
     store_path = os.path.join(sources.store_dir, STORE_FILE)
@@ -846,7 +846,8 @@ def restore(
                 f"archive {archive}: its store does not open ({str(exc).replace(tmp + '/' + STORE_FILE, 'the archived store')}); "
                 f"after a rekey give the vault password in effect on {checked.manifest['created'][:10]}, see {RUNBOOK}"
             ) from None
-    in_place = _check_in_place(archive, sources, vault_secrets, archived_revision, force)
+    seen: dict[str, Any] = {}
+    in_place = _check_in_place(archive, sources, vault_secrets, archived_revision, force, seen)
     if check_only:
         return {
             "archive": os.path.basename(archive),
@@ -873,7 +874,7 @@ def restore(
     store = Store(sources.store_dir, env, vault_secrets, lock_timeout=lock_timeout, holder=f"restore of {os.path.basename(archive)}")
     try:
         with store.lock():
-            replaced_revision = _check_in_place(archive, sources, vault_secrets, archived_revision, force)  # again, now that no writer can run
+            replaced_revision = _check_in_place(archive, sources, vault_secrets, archived_revision, force, seen)  # again: no writer can run now
             same = os.path.exists(store_path) and _read(store_path) == files[f"store/{STORE_FILE}"]
             replaced_dir = None if same else _swap_store(sources.store_dir, files)
             restored = _restore_missing(sources, checked.manifest, files, log_missing)
@@ -896,7 +897,11 @@ def restore(
                 raise BackupError(f"store {store_path} was restored from {archive} but {exc}") from None
     except StoreError as exc:
         raise BackupError(f"{exc}; nothing was restored") from None
-    _, chain_bad, chain_message = _audit.verify(sources.audit_log, key)
+    if log_missing and bad is None:
+        # the log is the archived one, verified above, plus the event AuditLog.append chained onto it
+        chain_bad, chain_message = None, f"{lines + 1} lines, chain intact, MACs valid (the archived log and the restore event)"
+    else:
+        _, chain_bad, chain_message = _audit.verify(sources.audit_log, key)
     return {
         **detail,
         "store": store_path,
@@ -906,18 +911,28 @@ def restore(
     }
 
 
-def _check_in_place(archive: str, sources: Sources, vault_secrets: list[tuple[str, Any]] | None, archived: int, force: bool) -> int | None:
-    """Revision of the store in place (None when there is none); refuses an older archive unless forced."""
+def _check_in_place(
+    archive: str, sources: Sources, vault_secrets: list[tuple[str, Any]] | None, archived: int, force: bool, seen: dict[str, Any]
+) -> int | None:
+    """Revision of the store in place (None when there is none, or it does not open and force is given); refuses an
+    older archive unless forced. ``seen`` remembers the bytes checked, so a second check parses only a changed store."""
     from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError  # noqa: PLC0415
 
-    if not os.path.exists(os.path.join(sources.store_dir, STORE_FILE)):
+    try:
+        digest = _sha256(_read(os.path.join(sources.store_dir, STORE_FILE)))
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise BackupError(f"store {sources.store_dir}/{STORE_FILE} cannot be read ({exc.strerror}); nothing was restored") from None
+    if seen.get("sha256") == digest:
+        return seen["revision"]
     try:
         current = _store_revision(sources.store_dir, sources.environment, vault_secrets)
     except StoreError as exc:
         if force:
             return None
         raise BackupError(f"{exc}: cannot tell whether it is newer than archive {archive}; restore over it with force") from None
+    seen.update(sha256=digest, revision=current)
     if archived < current and not force:
         raise BackupError(
             f"archive {archive} holds store revision {archived}, older than the store in place (revision {current}): "
