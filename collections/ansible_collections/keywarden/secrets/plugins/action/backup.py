@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ansible.errors import AnsibleError
@@ -17,15 +18,16 @@ class ActionModule(BackupAction):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self.arguments("backup")
+        recipients_file = os.path.abspath(os.path.expanduser(args["recipients_file"]))
         try:
             sources = self.sources(task_vars, args)
             backup_dir = self.backup_dir(args, sources.environment)
             if self._task.check_mode:
-                recipients = read_recipients(args["recipients_file"])
+                recipients = read_recipients(recipients_file)
                 return {**result, "changed": True, "msg": f"check mode: would back up '{sources.environment}' to {backup_dir} for {len(recipients)} recipients"}
             made = create_backup(
                 sources,
-                args["recipients_file"],
+                recipients_file,
                 backup_dir,
                 self.who(task_vars),
                 keep_count=args["keep_count"],

@@ -36,7 +36,7 @@ class ActionModule(BackupAction):
                     archive = latest["archive"]
             done = restore(
                 os.path.abspath(os.path.expanduser(archive)),
-                os.path.expanduser(args["identity_file"]),
+                os.path.abspath(os.path.expanduser(args["identity_file"])),
                 sources,
                 vault_secrets,
                 self.who(task_vars),

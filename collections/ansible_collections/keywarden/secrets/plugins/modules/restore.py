@@ -33,7 +33,7 @@ options:
   archive:
     description:
       - Path of the archive (its C(.manifest.json) beside it), or C(latest) for the newest backup in O(backup_dir),
-        fetched first from O(remote) when that is set.
+        fetched first from O(remote) when that is set (the fetched copy stays in O(backup_dir), in check mode too).
     type: str
     required: true
   identity_file:
