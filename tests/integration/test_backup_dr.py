@@ -142,7 +142,7 @@ def test_disaster_recovery_drill(workspace: Callable[..., Any], postgres: Any, c
     delivered = {service: c.env_digest() for service, c in consumers.items()}
 
     # ---- the nightly backup, then life goes on (a deploy: reads the disaster will take out of the log)
-    made = ws.run("playbooks/backup.yml", vault_ids=())
+    made = ws.run("playbooks/backup.yml", "-vvvv", "--diff", vault_ids=())
     assert made.returncode == 0, made.explain()
     store_at_backup = sha((ws.store_dir / "secrets.vault").read_bytes())
     archive = archives(controller_backups)[-1].name
@@ -161,7 +161,7 @@ def test_disaster_recovery_drill(workspace: Callable[..., Any], postgres: Any, c
 
     # ---- the recovery, from the backup host, with the offline identity, the vault password and the escrowed audit key
     started = time.monotonic()
-    restored = ws.run("playbooks/restore.yml", "-e", "keywarden_restore_deploy=true")
+    restored = ws.run("playbooks/restore.yml", "-e", "keywarden_restore_deploy=true", "-vvvv", "--diff")
     rto = time.monotonic() - started
     assert restored.returncode == 0, restored.explain()
     print(f"\nDR drill: restore.yml (fetch, verify, restore, deploy to 2 containers) took {rto:.1f} s")  # noqa: T201 - the RTO, shown with -s
@@ -181,5 +181,10 @@ def test_disaster_recovery_drill(workspace: Callable[..., Any], postgres: Any, c
     assert redelivered == {c.name for c in consumers.values()}
     record = records[restore_at]
     assert (record["detail"]["archive"], record["detail"]["audit_log"]) == (archive, "restored from the archive")
-    leaked = ws.leaks(site.output + made.output + later.output + restored.output)
+    # at -vvvv --diff: no value of the store, nor the vault password, the audit key or the backup identity
+    output = site.output + made.output + later.output + restored.output
+    leaked = ws.leaks(output)
     assert not leaked
+    keys = [ws.password("development"), ws.audit_key.read_text().strip(), identity.read_text().split("AGE-SECRET-KEY-")[1].strip()]
+    shown = [k in output for k in keys]  # booleans: an assertion never shows a key
+    assert shown == [False, False, False]
