@@ -306,9 +306,10 @@ def _snapshot_audit(sources: Sources) -> tuple[bytes, bytes | None] | None:
         raise BackupError(f"audit log {sources.audit_log} cannot be read ({exc.strerror})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        log = b""
+        chunks = []
         while chunk := os.read(fd, 1 << 20):
-            log += chunk
+            chunks.append(chunk)
+        log = b"".join(chunks)
         try:
             head = _read(sources.audit_log + _audit.HEAD_SUFFIX)
         except FileNotFoundError:
@@ -710,8 +711,17 @@ def read_manifest(archive: str) -> dict[str, Any]:
         raise BackupError(f"manifest {path} does not exist: copy it from the backup host together with the archive") from None
     except (OSError, ValueError):
         raise BackupError(f"manifest {path} is not readable JSON (corrupted): copy it again from the backup host") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("archive"), dict):
-        raise BackupError(f"manifest {path} is not a {FORMAT} manifest")
+    archive_meta = manifest.get("archive") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(archive_meta, dict)
+        or not isinstance(archive_meta.get("size"), int)
+        or not isinstance(archive_meta.get("sha256"), str)
+        or not isinstance(manifest.get("files"), dict)
+        or not isinstance(manifest.get("name"), str)
+    ):
+        raise BackupError(f"manifest {path} is not a {FORMAT} manifest (corrupted?): copy it again from the backup host")
     return manifest
 
 
@@ -726,9 +736,9 @@ def verify_archive(archive: str, identity_file: str, environment: str, key: byte
         raise BackupError(f"archive {archive} cannot be read ({exc.strerror})") from None
     want = manifest["archive"]
     digest = _sha256(blob)
-    if len(blob) < int(want.get("size", 0)):
+    if len(blob) < want["size"]:
         raise BackupError(f"archive {archive} is truncated ({len(blob)} of {want['size']} bytes): fetch it again from the backup host")
-    if digest != want.get("sha256"):
+    if digest != want["sha256"]:
         raise BackupError(f"archive {archive} is corrupted (its SHA-256 is not the one in {archive + MANIFEST_SUFFIX}): fetch it again from the backup host")
     identities = read_identities(identity_file)
     try:
@@ -747,14 +757,15 @@ def verify_archive(archive: str, identity_file: str, environment: str, key: byte
         inner = None
     if not isinstance(inner, dict) or inner != {k: v for k, v in manifest.items() if k != "archive"}:
         raise BackupError(f"archive {archive}: the manifest inside differs from {archive + MANIFEST_SUFFIX}: refusing it")
-    if inner.get("audit", {}).get("key_id") != key_id(key):
+    made_under = inner["audit"].get("key_id") if isinstance(inner.get("audit"), dict) else None
+    if made_under != key_id(key):
         raise BackupError(
-            f"archive {archive} was made under audit key {inner.get('audit', {}).get('key_id')}, and the key given is {key_id(key)}: "
+            f"archive {archive} was made under audit key {made_under}, and the key given is {key_id(key)}: "
             f"give the environment's escrowed audit key (KEYWARDEN_AUDIT_KEY_FILE)"
         )
     if not hmac.compare_digest(str(inner.get("mac")), _manifest_mac(key, inner)):
         raise BackupError(f"archive {archive}: its manifest MAC does not match under the audit key: not made by keywarden for '{environment}', refusing it")
-    if sums != _sums(inner) or set(files) != set(inner["files"]):
+    if sums != _sums(inner) or set(files) != set(inner["files"]) or f"store/{STORE_FILE}" not in files:
         raise BackupError(f"archive {archive}: its files differ from its manifest: refusing it")
     for path, meta in inner["files"].items():
         if _sha256(files[path]) != meta["sha256"]:
