@@ -86,6 +86,31 @@ MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
     "host_pattern": {"type": "str", "default": "%"},
 }
 
+# Encrypted backups and their restore (plugin_utils/backup.py does the work on the controller).
+_BACKUP_COMMON: dict[str, dict[str, Any]] = {
+    "environment": {"type": "str"},
+    "store_dir": {"type": "str"},
+    "catalog_path": {"type": "str"},
+    "ca_dir": {"type": "str"},
+    "backup_dir": {"type": "str", "default": ""},
+    "remote": {"type": "str", "default": ""},
+    "ssh_args": {"type": "list", "elements": "str", "default": []},
+}
+ARGUMENT_SPECS["backup"] = {
+    **_BACKUP_COMMON,
+    "recipients_file": {"type": "str", "required": True},
+    "keep_count": {"type": "int", "default": 14},
+    "keep_days": {"type": "int", "default": 35},
+    "lock_timeout": {"type": "int", "default": 600},
+}
+ARGUMENT_SPECS["restore"] = {
+    **_BACKUP_COMMON,
+    "archive": {"type": "str", "required": True},
+    "identity_file": {"type": "str", "required": True},
+    "force": {"type": "bool", "default": False},
+    "lock_timeout": {"type": "int", "default": 30},
+}
+
 
 def controller_only(name: str) -> None:
     """Body of a documentation stub: validate the arguments, then say the work happens on the controller."""

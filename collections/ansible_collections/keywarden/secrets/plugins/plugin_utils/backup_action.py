@@ -1,0 +1,42 @@
+# Copyright: keywarden contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the backup and restore action plugins share: where an environment's material lives, from play variables."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import actor, default_key_file
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.backup import Sources, default_backup_dir
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, audit_setting, required_var
+
+
+class BackupAction(ControllerAction):
+    """Base of keywarden.secrets.backup and keywarden.secrets.restore."""
+
+    def sources(self, task_vars: dict[str, Any], args: dict[str, Any]) -> Sources:
+        """Environment, store, catalog and CA directory from the task's options, else the play's variables; the
+        audit log and key as every keywarden plugin finds them (keywarden_audit_*, KEYWARDEN_AUDIT_*, ansible.cfg)."""
+        templar = self._templar
+        env = str(required_var(task_vars, templar, "keywarden_environment", args["environment"]))
+        store_dir = os.path.abspath(os.path.expanduser(str(required_var(task_vars, templar, "keywarden_store_dir", args["store_dir"]))))
+        catalog = os.path.abspath(os.path.expanduser(str(required_var(task_vars, templar, "keywarden_catalog_path", args["catalog_path"]))))
+        log = audit_setting(task_vars, templar, "log") or os.path.join(store_dir, "audit.log")
+        key_file = audit_setting(task_vars, templar, "key_file") or default_key_file(env)
+        return Sources(
+            environment=env,
+            store_dir=store_dir,
+            catalog=catalog,
+            audit_log=os.path.abspath(os.path.expanduser(str(log))),
+            audit_key_file=os.path.abspath(os.path.expanduser(str(key_file))),
+            ca_dir=os.path.abspath(os.path.expanduser(args["ca_dir"])) if args["ca_dir"] else None,
+        )
+
+    @staticmethod
+    def backup_dir(args: dict[str, Any], environment: str) -> str:
+        return os.path.abspath(os.path.expanduser(args["backup_dir"])) if args["backup_dir"] else default_backup_dir(environment)
+
+    @staticmethod
+    def who(task_vars: dict[str, Any]) -> dict[str, Any]:
+        return actor(task_vars)
