@@ -39,7 +39,7 @@ from backup_helpers import (
     verify_log,
 )
 
-from ansible_collections.keywarden.secrets.plugins.plugin_utils import backup
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import backup, rotation
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditLog, Auditor, actor, load_key, read_records
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, new_entry
 
@@ -256,7 +256,7 @@ REFUSALS = [
     ("manifest-edited", "the manifest inside differs from"),
     ("no-audit-key", "a restore needs the audit key"),
     ("another-audit-key", "was made under audit key"),
-    ("rotation-running", "wait for it to finish before restoring"),
+    ("rotation-running", "is already running"),
 ]
 
 
@@ -290,9 +290,12 @@ def test_restore_refuses_and_changes_nothing(made: Any, keys: Keys, workspace: C
         load_key(str(other), create=True)
         env = script_env(ws, KEYWARDEN_AUDIT_KEY_FILE=str(other))
     elif problem == "rotation-running":
-        # a live rotation run on this host: its lock names a process whose command line says ansible-playbook
-        holder = subprocess.Popen(["bash", "-c", "exec -a ansible-playbook sleep 60"])
-        (ws.store_dir / "rotation.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "what": "rotate.yml"}))
+        # a live rotation run on this host holds the lock (a lease record in the store); the archive is as new
+        holder = subprocess.Popen(["sleep", "60"])
+        with ws.store().update() as data:
+            data["rotation_lock"] = {**rotation.run_identity(holder.pid), "since": "2026-01-01T00:00:00Z", "lease_until": "2999-01-01T00:00:00Z"}
+        assert make_backup(ws, keys).returncode == 0
+        archive = last_archive(ws)
     before = protected(ws)
     try:
         proc = run_script(RESTORE, ws, "--identity", str(identity), str(archive), env=env)

@@ -804,19 +804,22 @@ def _store_revision(store_dir: str, environment: str, vault_secrets: list[tuple[
     return int(Store(store_dir, environment, vault_secrets).read().get("revision") or 0)
 
 
-def _rotation_holder(store_dir: str) -> dict[str, Any] | None:
-    """The live holder of the environment's rotation lock, if any (a dead one's lock is the rotation's to take over)."""
-    from ansible_collections.keywarden.secrets.plugins.plugin_utils.rotation import _alive  # noqa: PLC0415
+def _rotation_holder(store_dir: str, environment: str, vault_secrets: list[tuple[str, Any]] | None) -> str | None:
+    """Why a restore must wait: a live rotation holds the store in place (its lock is a record in the store), else None.
+
+    A dead run's lock is the next rotation's to take over; an unreadable store in place is what a restore replaces.
+    """
+    from ansible_collections.keywarden.secrets.plugins.plugin_utils.rotation import check_lock, run_identity  # noqa: PLC0415
+    from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError  # noqa: PLC0415
 
     try:
-        with open(os.path.join(store_dir, "rotation.lock"), encoding="utf-8") as handle:
-            holder = json.load(handle)
-    except (OSError, ValueError):
+        data = Store(store_dir, environment, vault_secrets).read()
+    except StoreError:
         return None
-    if not isinstance(holder, dict):
-        return None
-    if holder.get("host") != socket.gethostname() or _alive(int(holder.get("pid") or 0)):
-        return holder
+    try:
+        check_lock(data, run_identity(os.getpid()), environment)
+    except StoreError as exc:
+        return str(exc)
     return None
 
 
@@ -869,12 +872,9 @@ def restore(
             "archived_audit_chain": message,
             "store": store_path,
         }
-    holder = _rotation_holder(sources.store_dir)
-    if holder is not None:
-        raise BackupError(
-            f"a rotation of '{env}' holds {sources.store_dir}/rotation.lock ({holder.get('what')}, pid {holder.get('pid')} on {holder.get('host')}): "
-            f"wait for it to finish before restoring"
-        )
+    busy = _rotation_holder(sources.store_dir, env, vault_secrets)
+    if busy is not None:
+        raise BackupError(f"{busy}; nothing was restored: restore once that rotation has finished")
     auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key), env, who, host=host)
     log_missing = _log_is_empty(sources.audit_log)
     try:
