@@ -78,7 +78,7 @@ class ActionModule(ControllerAction):
             return {"sent": False, "msg": "check mode: not notified"}
         token = None
         if args["webhook_token_secret"]:
-            name, _, field = args["webhook_token_secret"].partition(".")
+            name, _sep, field = args["webhook_token_secret"].partition(".")
             if not name or not field:
                 raise report.ReportError(f"webhook_token_secret '{args['webhook_token_secret']}' must be NAME.FIELD, e.g. alert_webhook.value")
             token = audited_reads(store, data, [(name, field)], "current", purpose="report webhook")[0]

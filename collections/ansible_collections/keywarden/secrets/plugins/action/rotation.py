@@ -67,7 +67,8 @@ class _Run:
     def _new_fields(self, name: str, current: dict[str, str]) -> dict[str, str]:
         entry = self.catalog[name]
         driver = driver_for(entry["kind"])
-        assert driver is not None  # planned only with a driver
+        if driver is None:  # plan() blocks every kind without a driver
+            raise StoreError(f"secret '{name}': no rotation driver for kind {entry['kind']}")
         return driver.new_fields(entry, current)
 
     def _retire_after(self, name: str) -> float | None:

@@ -13,6 +13,7 @@ attributes:
     description: O(state=present) reads what differs and rolls its transaction back (PostgreSQL) or changes nothing (MariaDB).
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   logins:
     description:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: secret
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 short_description: Read one field of a secret from the keywarden store
 extends_documentation_fragment: [keywarden.secrets.settings]
 description:
@@ -81,7 +81,7 @@ class LookupModule(LookupBase):
             stage = self.get_option("stage")
             fields = []
             for term in terms:
-                name, _, field = str(term).partition(".")
+                name, _sep, field = str(term).partition(".")
                 fields.append((name, field or self.get_option("field")))
             return audited_reads(store, data, fields, stage)
         except AuditError as exc:

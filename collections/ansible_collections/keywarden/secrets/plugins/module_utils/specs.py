@@ -42,7 +42,8 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "formats": {"type": "list", "elements": "str", "default": ["table", "json", "prometheus", "html"], "choices": ["table", "json", "prometheus", "html"]},
         "alert_days": {"type": "float", "default": 14},
         "webhook_url": {"type": "str", "no_log": True},
-        "webhook_token_secret": {"type": "str"},
+        # the name of a secret (NAME.FIELD), not a value
+        "webhook_token_secret": {"type": "str", "no_log": False},
         "webhook_on": {"type": "str", "default": "alert", "choices": ["alert", "always", "never"]},
         "catalog_path": {"type": "str"},
         "environment": {"type": "str"},
@@ -54,7 +55,8 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "changed": {"type": "list", "elements": "str", "default": []},
         "dest_dir": {"type": "str"},
         "stage": {"type": "str", "default": "live"},
-        "secrets": {"type": "list", "elements": "str", "default": []},
+        # secret names, not values
+        "secrets": {"type": "list", "elements": "str", "default": [], "no_log": False},
         "outcome": {"type": "str", "default": "ok"},
         "detail": {"type": "dict", "default": {}},
     },

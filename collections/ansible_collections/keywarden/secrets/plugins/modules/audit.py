@@ -17,12 +17,14 @@ description:
     C(keywarden_audit_syslog), else the environment variables C(KEYWARDEN_AUDIT_LOG), C(KEYWARDEN_AUDIT_KEY_FILE) and
     C(KEYWARDEN_AUDIT_SYSLOG), else C(audit_log), C(audit_key_file), C(audit_syslog) in the C([keywarden]) section of
     ansible.cfg (see the C(keywarden.secrets.secret) lookup).
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: Records nothing in check mode.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   event:
     description: What happened.

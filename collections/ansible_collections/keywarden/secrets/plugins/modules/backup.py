@@ -23,12 +23,14 @@ description:
   - The audit log and key come from C(keywarden_audit_log) and C(keywarden_audit_key_file), else
     C(KEYWARDEN_AUDIT_LOG) and C(KEYWARDEN_AUDIT_KEY_FILE) (see the C(keywarden.secrets.secret) lookup).
   - In check mode, only the recipients are checked; nothing is written.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: Makes no archive and writes nothing; says what would be backed up.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   recipients_file:
     description: File listing the age recipients (C(age1...) or SSH public keys), one a line; C(#) starts a comment.

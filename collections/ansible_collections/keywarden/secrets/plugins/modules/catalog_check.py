@@ -11,12 +11,14 @@ short_description: Validate the keywarden secrets catalog
 description:
   - Loads the catalog on the controller and checks it against the schema. A problem fails the task with one line
     naming the entry and the field to fix. Returns the normalised catalog, which holds no secret.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: The check only reads.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   path:
     description: Catalog file; defaults to C(keywarden_catalog_path).

@@ -22,13 +22,14 @@ description:
     before sending it to the host. When the audit log cannot be written the task fails (fail closed).
   - Returns file and service names only, never a value; O(files) is C(no_log). Errors name secrets, fields, files and
     variables, never values. Set C(no_log) and C(diff) off on the task anyway, as role C(keywarden_env) does.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
-    details: Reports which files would be written; writes nothing and records no C(deploy) line.
+    description: Reports which files would be written; writes nothing and records no C(deploy) line.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   dir:
     description: Directory that receives one C(<service>.env) per consumed service (role variable C(keywarden_env_dir)).
@@ -135,7 +136,7 @@ services:
   returned: success
 results:
   description:
-    - (action) One item per service, shaped like the register of a task looping over O(services) so that handlers can
+    - (action) One item per service, shaped like the register of a task looping over the services so that handlers can
       select the changed ones; C(item) is the service, C(changed) whether its file was written, C(dest) its path.
   type: list
   elements: dict

@@ -28,7 +28,7 @@ description:
   - keywarden's rotation engine runs it through the C(mariadb) driver of C(keywarden.secrets.target), which reads O(logins)
     from the store; call it directly only with values from a vault, in a task with C(no_log) set.
 version_added: 0.1.0
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 extends_documentation_fragment: [keywarden.secrets.logins]
 options:
   login_unix_socket:
@@ -126,7 +126,7 @@ def _admin_connection(params: dict) -> object:
         kwargs["unix_socket"] = params["login_unix_socket"]
     else:
         kwargs.update(host=params["login_host"], port=params["login_port"])
-    config = os.path.expanduser(params["config_file"] or "")
+    config = params["config_file"] or ""  # type path: already expanded
     if config and os.path.isfile(config):
         kwargs["read_default_file"] = config
     where = params["login_unix_socket"] or f"{params['login_host']}:{params['login_port']}"

@@ -27,7 +27,7 @@ description:
   - keywarden's rotation engine runs it through the C(postgresql) driver of C(keywarden.secrets.target), which reads O(logins)
     from the store; call it directly only with values from a vault, in a task with C(no_log) set.
 version_added: 0.1.0
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 extends_documentation_fragment: [keywarden.secrets.logins]
 options:
   login_unix_socket:

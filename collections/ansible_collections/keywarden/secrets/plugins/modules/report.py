@@ -20,12 +20,14 @@ description:
   - Writes a table, JSON, a Prometheus textfile for node_exporter's textfile collector and a self-contained HTML page
     (atomically, mode 0644, as they hold no value), and can POST the alert as JSON to a webhook.
   - Returns names, kinds, versions, dates and statuses; never a value. Writes nothing and notifies nobody in check mode.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: Builds the report and writes no file.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   dest:
     description: Directory that receives C(keywarden_secrets_<env>.txt), C(.json) and C(.html) (and the textfile unless O(textfile_dir)).

@@ -23,12 +23,14 @@ description:
     must be present (C(keywarden_audit_key_file) or C(KEYWARDEN_AUDIT_KEY_FILE)).
   - Refuses while a live rotation holds the environment's rotation lock.
   - In check mode, every check runs and nothing is written; it proves an archive restorable.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: Runs every check and changes nothing.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   archive:
     description:

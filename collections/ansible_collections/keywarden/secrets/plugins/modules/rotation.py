@@ -22,13 +22,14 @@ description:
     every target rolled back, records retired values, releases the lock and reports. RV(failure) names every secret
     that failed or could not be rotated (the playbook fails with it).
   - Results hold names, hosts, versions and reasons, never a value.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
     description: O(phase=plan) says what would rotate; nothing is written.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   phase:
     description: Which phase of the run.

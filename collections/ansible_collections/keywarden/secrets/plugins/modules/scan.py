@@ -15,7 +15,7 @@ description:
     beyond O(max_mode) or whose owner is not in O(owners).
   - Read-only; never reports C(changed).
 version_added: "1.0.0"
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 options:
   paths:
     description: Files or directories to scan.
@@ -64,6 +64,7 @@ attributes:
     description: The module only reads; check mode runs the same scan.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 """
 
 EXAMPLES = r"""

@@ -14,12 +14,14 @@ description:
   - Atomic (temp file, fsync, rename), keeps the last C(keywarden_store_keep_versions) encrypted copies, and holds
     an exclusive lock; a second writer fails with a message naming the holder.
   - Runs on the controller as an action plugin; returns names and revision numbers, never values.
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
+    description: Says which secrets would be created; writes nothing.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   state:
     description: C(generated) creates every missing secret.

@@ -22,13 +22,14 @@ description:
   - O(phase=cleanup) rolls back the failed rotations the engine chose for this host and revokes outgoing values
     whose retirement is due (now, or after an overlap window).
   - Host variables C(keywarden_target_<kind>_*) say how each driver reaches its server (role C(keywarden_target)).
-author: keywarden contributors
+author: keywarden contributors (@keywarden)
 attributes:
   check_mode:
     support: full
     description: O(phase=provision) reports what would change; the rotation phases do nothing.
   diff_mode:
     support: none
+    description: Results hold names and counts, never file contents or values.
 options:
   phase:
     description: Which part.

@@ -44,7 +44,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pyrage
+try:
+    import pyrage
+except ImportError:  # reported by _age() where a backup or restore needs it
+    pyrage = None
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit as _audit
 
@@ -212,12 +215,19 @@ def read_recipients(path: str) -> list[str]:
     return recipients
 
 
+def _age() -> Any:
+    """pyrage (age encryption), or a BackupError saying how to install it."""
+    if pyrage is None:
+        raise BackupError("backups need the Python package pyrage (age) on the controller: pip install pyrage==1.4.0 (`make venv` installs it)")
+    return pyrage
+
+
 def _recipient(text: str, where: str) -> Any:
     try:
         if text.startswith("age1"):
-            return pyrage.x25519.Recipient.from_str(text)
+            return _age().x25519.Recipient.from_str(text)
         if text.startswith(("ssh-ed25519 ", "ssh-rsa ")):
-            return pyrage.ssh.Recipient.from_str(text)
+            return _age().ssh.Recipient.from_str(text)
     except pyrage.RecipientError:
         pass
     raise BackupError(f"{where} is not an age recipient (age1… or ssh-ed25519/ssh-rsa public key)")
@@ -234,7 +244,7 @@ def read_identities(path: str) -> list[Any]:
         raise BackupError(f"identity file {path} cannot be read ({exc.strerror})") from None
     if raw.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):  # keywarden: allow (the format's header, no key)
         try:
-            return [pyrage.ssh.Identity.from_buffer(raw)]
+            return [_age().ssh.Identity.from_buffer(raw)]
         except pyrage.IdentityError:
             raise BackupError(f"identity file {path} is an OpenSSH key that cannot be used (passphrase-protected?): decrypt with the age CLI instead") from None
     identities = []
@@ -245,7 +255,7 @@ def read_identities(path: str) -> list[Any]:
         if line.startswith("AGE-PLUGIN-"):
             raise BackupError(f"identity file {path} line {number} is a plugin identity (hardware key): decrypt with the age CLI, see {RUNBOOK}")
         try:
-            identities.append(pyrage.x25519.Identity.from_str(line))
+            identities.append(_age().x25519.Identity.from_str(line))
         except pyrage.IdentityError:
             raise BackupError(f"identity file {path} line {number} is not an age identity (AGE-SECRET-KEY-1…)") from None
     if not identities:
@@ -416,7 +426,7 @@ def build_manifest(
     sources: Sources, members: list[tuple[str, bytes, int]], name: str, created: datetime.datetime, recipients: list[str], key: bytes
 ) -> dict[str, Any]:
     files = {path: {"sha256": _sha256(data), "size": len(data), "mode": f"{mode:04o}"} for path, data, mode in members}
-    lines, bad, message = _verify_log_bytes({p: d for p, d, _ in members}, key)
+    lines, bad, message = _verify_log_bytes({p: d for p, d, _mode in members}, key)
     manifest = {
         "format": FORMAT,
         "name": name.removesuffix(ARCHIVE_SUFFIX),
@@ -447,7 +457,7 @@ def make_archive(members: list[tuple[str, bytes, int]], manifest: dict[str, Any]
     created = datetime.datetime.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
     plaintext = _tar(manifest["name"], inner, int(created.timestamp()))
     try:
-        return pyrage.encrypt(plaintext, [_recipient(r, "recipient") for r in recipients])
+        return _age().encrypt(plaintext, [_recipient(r, "recipient") for r in recipients])
     except pyrage.EncryptError as exc:
         raise BackupError(f"age encryption failed ({exc})") from None
 
@@ -742,7 +752,7 @@ def verify_archive(archive: str, identity_file: str, environment: str, key: byte
         raise BackupError(f"archive {archive} is corrupted (its SHA-256 is not the one in {archive + MANIFEST_SUFFIX}): fetch it again from the backup host")
     identities = read_identities(identity_file)
     try:
-        plaintext = pyrage.decrypt(blob, identities)
+        plaintext = _age().decrypt(blob, identities)
     except pyrage.DecryptError as exc:
         if "No matching keys" in str(exc):
             to = ", ".join(manifest.get("recipients") or []) or "unknown recipients"
@@ -912,7 +922,7 @@ def restore(
         # the log is the archived one, verified above, plus the event AuditLog.append chained onto it
         chain_bad, chain_message = None, f"{lines + 1} lines, chain intact, MACs valid (the archived log and the restore event)"
     else:
-        _, chain_bad, chain_message = _audit.verify(sources.audit_log, key)
+        _count, chain_bad, chain_message = _audit.verify(sources.audit_log, key)
     return {
         **detail,
         "store": store_path,

@@ -155,7 +155,7 @@ class ControllerAction(ActionBase):
 
         Plain: ansible-core 2.19 tags templated strings, and the store is dumped with yaml.safe_dump.
         """
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPECS[name])
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPECS[name])
         return json.loads(json.dumps(args))
 
 

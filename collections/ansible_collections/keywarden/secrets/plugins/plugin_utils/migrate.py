@@ -346,7 +346,8 @@ def build_plan(paths: list[str], environment: str, group: str, service: str, cat
     warnings: list[str] = []
     for path in collect_files(paths):
         fmt = source_format(path)
-        assert fmt is not None  # noqa: S101 - collect_files keeps supported files only
+        if fmt is None:  # collect_files keeps supported files only
+            raise MigrateError(f"{path}: not a file format migrate can rewrite")
         try:
             with open(path, "rb") as handle:
                 raw = handle.read()
@@ -480,7 +481,7 @@ def apply(plan: Plan, store: Store) -> None:
             if (path, fp.sha256) not in held_backups:
                 backups.append({"path": path, "sha256": fp.sha256, "original_text": fp.text, "migrated_at": now})
     if plan.new_catalog_text != plan.catalog_text:
-        current, _ = _load_catalog(plan.catalog_path)
+        current, _text = _load_catalog(plan.catalog_path)
         if current != plan.catalog_text:
             raise MigrateError(f"catalog {plan.catalog_path} changed since the plan was made; the store holds the values, run migrate again")
         write_atomic(plan.catalog_path, plan.new_catalog_text)

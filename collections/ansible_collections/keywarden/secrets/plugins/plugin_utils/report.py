@@ -32,8 +32,9 @@ import re
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit
 
@@ -262,11 +263,11 @@ def _secret_entry(
 
 
 def _finish(item: dict[str, Any], problems: list[tuple[str, str]]) -> dict[str, Any]:
-    found = [status for status, _ in problems if status in STATUSES]
+    found = [status for status, _text in problems if status in STATUSES]
     item["status"] = min(found, key=STATUSES.index) if found else "ok"
     item["alert"] = item["status"] in ALERT_STATUSES
     item["overdue"] = any(status in ("overdue", "expired") for status in found)
-    item["reasons"] = [text for _, text in problems]
+    item["reasons"] = [text for _status, text in problems]
     return item
 
 
@@ -482,9 +483,10 @@ def notify(url: str, payload: dict[str, Any], token: str | None = None, timeout:
     headers = {"Content-Type": "application/json", "User-Agent": "keywarden-report"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")  # noqa: S310 - scheme checked above
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        # Ansible's own HTTP client (TLS verification, proxies as Ansible configures them)
+        response = open_url(url, data=json.dumps(payload).encode(), headers=headers, method="POST", timeout=timeout, http_agent="keywarden-report")
+        with response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         raise ReportError(f"webhook {where} answered HTTP {exc.code}: the alert was not delivered") from None
@@ -624,7 +626,7 @@ def _timeline(item: dict[str, Any], now: float) -> str:
         return f'<svg viewBox="0 0 {_W} {_H}" role="img" aria-label="no dates"><text x="{_PAD}" y="{_H / 2}">not in the store</text></svg>'
     cert = item["certificate"] or {}
     since = epoch(item["current_since"])
-    times = [when for _, when in points] + [now] + ([epoch(cert["not_before"])] if cert.get("not_before") else [])
+    times = [when for _label, when in points] + [now] + ([epoch(cert["not_before"])] if cert.get("not_before") else [])
     start, end = min(times), max(times)
     span = max(end - start, DAY)
     start, end = start - span * 0.04, end + span * 0.04
@@ -841,7 +843,7 @@ def grafana_dashboard() -> dict[str, Any]:
             "table",
             "Secrets",
             (0, 4, 24, 9),
-            [_target(expr, ref, table=True) for ref, expr, _ in table_rows],
+            [_target(expr, ref, table=True) for ref, expr, _title in table_rows],
             transformations=[
                 {"id": "merge", "options": {}},
                 {
