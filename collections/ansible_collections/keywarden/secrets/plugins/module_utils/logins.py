@@ -71,5 +71,6 @@ def run(module: Any, ensure_present: Callable[..., tuple[list[str], dict[str, st
     refused = test_logins(params, logins, log_in, errors)
     if refused:
         detail = "; ".join(f"{name}: {why}" for name, why in refused)
-        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=[name for name, _why in refused], failures=dict(refused))
+        failed = [name for name, _why in refused]
+        module.fail_json(msg=f"login refused for {len(refused)} of {len(logins)}: {detail}", failed_names=failed, failures=dict(refused))
     module.exit_json(changed=False, tested=len(logins), msg=f"{len(logins)} logins accepted")

@@ -120,9 +120,11 @@ def main() -> None:
             "check_modes": {"type": "bool", "default": True},
             "max_mode": {"type": "str", "default": "0640"},
             "owners": {"type": "list", "elements": "str", "default": ["root"]},
+            # file name patterns, not secrets
             "secret_globs": {
                 "type": "list",
                 "elements": "str",
+                "no_log": False,
                 "default": ["*.env", ".env", "*.key", "*.vault", "*secret*", "*password*", "*.p12", "*.pfx"],
             },
         },

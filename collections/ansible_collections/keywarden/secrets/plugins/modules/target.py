@@ -14,8 +14,8 @@ description:
     reach the host only as the arguments of the kind's module.
   - O(phase=provision) makes the targets accept each secret's live value (what its consumers hold). The task fails
     naming every secret that could not be set; the others are set all the same.
-  - O(phase=test) logs in with each secret's live value (a real login, over TLS where offered): proof that the
-    targets accept what the consumers hold. The task fails naming every secret that was refused.
+  - O(phase=test) logs in with each secret's live value (a real login, over TLS where offered), which proves that
+    the targets accept what the consumers hold. The task fails naming every secret that was refused.
   - O(phase=set_test) sets each rotating secret's pending value, tests it with a real login, and rolls a failed one
     back on this host. It reports per secret to the rotation run; it does not fail for one secret (the run fails at
     its end naming it), so the host stays in the run for the other secrets.

@@ -7,23 +7,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import actor, default_key_file
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import actor
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.backup import Sources, default_backup_dir
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, audit_setting, required_var
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, settings
 
 
 class BackupAction(ControllerAction):
     """Base of keywarden.secrets.backup and keywarden.secrets.restore."""
 
     def sources(self, task_vars: dict[str, Any], args: dict[str, Any]) -> Sources:
-        """Environment, store, catalog and CA directory from the task's options, else the play's variables; the
-        audit log and key as every keywarden plugin finds them (keywarden_audit_*, KEYWARDEN_AUDIT_*, ansible.cfg)."""
-        templar = self._templar
-        env = str(required_var(task_vars, templar, "keywarden_environment", args["environment"]))
-        store_dir = os.path.abspath(os.path.expanduser(str(required_var(task_vars, templar, "keywarden_store_dir", args["store_dir"]))))
-        catalog = os.path.abspath(os.path.expanduser(str(required_var(task_vars, templar, "keywarden_catalog_path", args["catalog_path"]))))
-        log = audit_setting(task_vars, templar, "log") or os.path.join(store_dir, "audit.log")
-        key_file = audit_setting(task_vars, templar, "key_file") or default_key_file(env)
+        """Environment, store, catalog and CA directory from the task's options, else keywarden's settings (a play
+        variable, an environment variable, ansible.cfg: see the doc fragment keywarden.secrets.settings)."""
+        conf = settings(
+            task_vars, self._templar, self._loader, {"environment": args["environment"], "store_dir": args["store_dir"], "catalog_path": args["catalog_path"]}
+        )
+        env, log, key_file = conf["environment"], conf["audit_log"], conf["audit_key_file"]
+        store_dir, catalog = os.path.abspath(conf["store_dir"]), os.path.abspath(conf["catalog_path"])
         return Sources(
             environment=env,
             store_dir=store_dir,

@@ -395,7 +395,7 @@ _SECRET_METRICS: tuple[tuple[str, str, str, Any], ...] = (
     ("keywarden_secret_alert", "gauge", "1 when the secret needs attention (overdue, expiring, expired, missing or unreadable).", lambda i: int(i["alert"])),
 )
 METRIC_NAMES = (
-    *(name for name, *_ in _SECRET_METRICS),
+    *(metric[0] for metric in _SECRET_METRICS),
     "keywarden_report_audit_verified",
     "keywarden_report_alerts",
     "keywarden_report_generated_timestamp_seconds",
@@ -851,7 +851,7 @@ def grafana_dashboard() -> dict[str, Any]:
                     "options": {
                         "excludeByName": {"Time": True, "__name__": True},
                         "indexByName": {"environment": 0, "secret": 1, "kind": 2},
-                        "renameByName": {f"Value #{ref}": title for ref, _, title in table_rows},
+                        "renameByName": {f"Value #{ref}": title for ref, _expr, title in table_rows},
                     },
                 },
             ],
