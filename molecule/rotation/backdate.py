@@ -1,16 +1,22 @@
-"""Test tool: mark every current value of a store as created in 2000, so all of them are due.
+"""Test tool: mark every current value that keywarden can rotate as created in 2000, so all of them are due.
 
 Usage: backdate.py STORE_DIR ENVIRONMENT   (the vault password comes from the keywarden password client)
+
+Only kinds that have a rotation driver are backdated: an overdue secret of a kind without one makes the rotation
+fail by design (naming it), which tests/integration/test_rotation_postgresql.py covers; here the scenario proves
+that everything rotatable rotates.
 """
 
 import os
 import subprocess
 import sys
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 from ansible.parsing.vault import VaultSecret
 
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.drivers import driver_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def main() -> None:
@@ -20,7 +26,8 @@ def main() -> None:
     store = Store(store_dir, environment, [(environment, VaultSecret(password))])
     with store.update() as data:
         for entry in data["secrets"].values():
-            entry["current"]["created"] = "2000-01-01T00:00:00Z"
+            if driver_for(entry["kind"]) is not None:
+                entry["current"]["created"] = "2000-01-01T00:00:00Z"
 
 
 if __name__ == "__main__":
