@@ -141,7 +141,8 @@ def awx_runs(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory
     (ws.inventory / "group_vars" / "all" / "postgres.yml").write_text(postgres.vars_file.read_text())
     data_dir = tmp_path_factory.mktemp("runner")
     runs = {}
-    for name, playbook, extravars in (("site", "playbooks/site.yml", {}), ("rotate", "playbooks/rotate.yml", {"keywarden_rotate_only": "app_db"})):
+    jobs = (("site", "playbooks/site.yml", {"keywarden_store_create": True}), ("rotate", "playbooks/rotate.yml", {"keywarden_rotate_only": "app_db"}))
+    for name, playbook, extravars in jobs:
         start = len(records(ws.audit_log)) if ws.audit_log.exists() else 0
         run = runner_run(ws, playbook, data_dir / name, extravars=extravars)
         assert run.rc == 0, ws.redact(run.stdout.read()[-4000:])

@@ -10,6 +10,8 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
     "catalog_check": {
         "path": {"type": "str"},
         "environment": {"type": "str"},
+        "store_dir": {"type": "str"},
+        "store_create": {"type": "bool"},
     },
     "env_plan": {
         "catalog_path": {"type": "str"},
@@ -30,6 +32,7 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "catalog_path": {"type": "str"},
         "environment": {"type": "str"},
         "store_dir": {"type": "str"},
+        "create": {"type": "bool"},
     },
     "rotation": {
         "op": {"type": "str", "required": True, "choices": ["plan", "lock", "unlock", "begin", "mark", "promote", "abandon"]},
