@@ -83,6 +83,25 @@ def test_a_read_fails_closed_when_the_audit_log_cannot_be_written(ready: Any, lo
     assert not ready.leaks(result.output)
 
 
+def test_a_lost_audit_key_is_not_made_anew_for_the_log_in_place(ready: Any) -> None:
+    """Issue 10 item 2: the key gone (or KEYWARDEN_AUDIT_KEY_FILE mistyped) with a log in place stops the run."""
+    first = ready.run(read_playbook(ready))
+    assert first.returncode == 0, first.explain()
+    (ready.root / "out").unlink()
+    log_before = ready.audit_log.read_bytes()
+    for key_file in (ready.audit_key, ready.root / "typo.key"):
+        if key_file == ready.audit_key:
+            key_file.rename(ready.root / "saved.key")
+        result = ready.run(read_playbook(ready), "-e", f"keywarden_audit_key_file={key_file}")
+        assert result.returncode != 0, result.explain()
+        line = result.error_line("[ERROR]", f"audit key {key_file} does not exist, but audit log {ready.audit_log} does")
+        assert line is not None, result.explain()
+        assert "restore the key file" in line and "KEYWARDEN_AUDIT_KEY_FILE" in line
+        assert not key_file.exists()
+        assert not (ready.root / "out").exists()
+        assert ready.audit_log.read_bytes() == log_before
+
+
 def test_deploy_records_each_delivered_field(ready: Any) -> None:
     result = ready.run("playbooks/deploy.yml")
     assert result.returncode == 0, result.explain()
