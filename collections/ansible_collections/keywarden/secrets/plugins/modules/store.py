@@ -11,7 +11,7 @@ short_description: Write the keywarden encrypted store (controller side)
 description:
   - The only writer of an environment's vault-encrypted store. Generates every secret the catalog lists
     for the environment and the store lacks, from the entry's generator policy; never changes an existing value.
-  - Creates a store only when asked (O(create)): a store that is missing otherwise fails the task with the latest
+  - Creates a store only when asked (O(create)). A store that is missing otherwise fails the task with the latest
     revision in C(versions/) and the restore runbook, never a silent set of new values.
   - Each write's audit records are appended before the store is written; the store keeps their position in the log.
   - Atomic (temp file, fsync, rename), keeps the last C(keywarden_store_keep_versions) encrypted copies, and holds
