@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import catalog as catalog_module
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import (
-    KIND_TARGET_SCHEMA,
     CatalogError,
     env_plan,
     env_template,
     load_catalog,
     login_names,
-    unmatched_groups,
     validate_catalog,
 )
 
@@ -287,8 +286,8 @@ _ENTRY_OF_KIND = {
 def test_every_target_field_of_the_table_is_accepted_and_no_other(raw: dict[str, Any], kind: str) -> None:
     name = _ENTRY_OF_KIND[kind]
     data = copy.deepcopy(raw)
-    data["secrets"][name]["target"] = {field: "db" for field in KIND_TARGET_SCHEMA[kind]}
-    assert validate_catalog(data)["secrets"][name]["target"] == {field: "db" for field in KIND_TARGET_SCHEMA[kind]}
+    data["secrets"][name]["target"] = {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    assert validate_catalog(data)["secrets"][name]["target"] == {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
     data["secrets"][name]["target"]["extra"] = "x"
     with pytest.raises(CatalogError, match=rf"secrets\.{name}\.target\.extra: unknown field"):
         validate_catalog(data)
@@ -347,9 +346,9 @@ def test_merge_keys_still_override_without_an_error(tmp_path: Path) -> None:
 # ---- groups that match no host (issue 10 item 7) --------------------------------------------------------------------
 def test_groups_matching_no_host_are_named_with_their_secret(catalog: dict[str, Any]) -> None:
     groups = {"all": ["h1"], "db": ["h1"], "app": ["h1"], "worker": [], "ungrouped": []}  # no cache group, an empty worker group
-    assert unmatched_groups(catalog, "production", groups) == [
+    assert catalog_module.unmatched_groups(catalog, "production", groups) == [
         "secrets.app_db.consumers[1].group: group 'worker' matches no host in the inventory: no host receives app_db for service worker",
         "secrets.app_redis.target.group: group 'cache' matches no host in the inventory: nothing provisions or rotates app_redis at its target",
     ]
-    assert unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
-    assert unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment
+    assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
+    assert catalog_module.unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment

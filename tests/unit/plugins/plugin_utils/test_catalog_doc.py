@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CONSUMER_FIELDS, KIND_TARGET_SCHEMA, POLICY_FIELDS, SECRET_FIELDS
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import catalog as schema
 
 REPO = Path(__file__).resolve().parents[4]
 TOOL = REPO / "scripts" / "secrets" / "catalog-doc"
@@ -28,9 +28,9 @@ def test_the_doc_matches_the_code_tables() -> None:
     out = run("--check")
     assert out.returncode == 0, out.stderr
     text = DOC.read_text()
-    for name in [*SECRET_FIELDS, *POLICY_FIELDS, *CONSUMER_FIELDS]:
+    for name in [*schema.SECRET_FIELDS, *schema.POLICY_FIELDS, *schema.CONSUMER_FIELDS]:
         assert f"| `{name}` |" in text
-    for kind, fields in KIND_TARGET_SCHEMA.items():
+    for kind, fields in schema.KIND_TARGET_SCHEMA.items():
         for field in fields:
             assert f"| `{kind}` | `{field}` |" in text
 
