@@ -148,6 +148,9 @@ class AuditKey(bytes):
         key.new = new
         return key
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle keep the file and the state
+        return (AuditKey, (bytes(self), self.path, self.new))
+
 
 # key file -> the key this process made for it and has not written yet (one per file, however many callers)
 _NEW_KEYS: dict[str, AuditKey] = {}
