@@ -448,7 +448,7 @@ class AuditLog:
             lines.append(raw)
             written.append(line)
             prev = line_hash(raw)
-        # one write of whole lines: an O_APPEND write is never interleaved with another writer's
+        # whole lines under the lock (no other writer can interleave); split in two only for the crash-test hook
         blob = b"\n".join(lines) + b"\n"
         try:
             done = os.write(fd, blob[: len(blob) // 2 or 1])

@@ -92,6 +92,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (a write on a nearly full disk may take only part of them before failing)."""
+    done = 0
+    while done < len(data):
+        done += os.write(fd, data[done:])
+
+
 def _hint(exc: OSError) -> str:
     return "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix the permissions of the store directory"
 
@@ -312,9 +319,9 @@ class Store:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 half = len(blob) // 2
-                os.write(fd, blob[:half])
+                _write_all(fd, blob[:half])
                 _fault("store-mid-write")
-                os.write(fd, blob[half:])
+                _write_all(fd, blob[half:])
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -326,13 +333,16 @@ class Store:
                 with contextlib.suppress(FileExistsError):
                     os.link(self.path, keep_as)
             os.replace(tmp, self.path)
-            _fsync_dir(self.dir)
-            _fault("store-after-rename")
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._prune_versions()
+        # the new revision is in place: nothing after this point may report it as not written
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.dir)
+        _fault("store-after-rename")
+        with contextlib.suppress(OSError):
+            self._prune_versions()
 
     def _prune_versions(self) -> None:
         names = sorted(n for n in os.listdir(self.versions_dir) if _VERSION_RE.match(n))
