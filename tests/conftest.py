@@ -275,7 +275,7 @@ def initialized(make_workspace: Callable[..., Workspace]) -> Workspace:
     """A local store made once by playbooks/init.yml; tests take copies of it (see `ready`)."""
     ws = make_workspace("initialized")
     ws.set_password("local")
-    result = ws.run("playbooks/init.yml")
+    result = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     return ws
 

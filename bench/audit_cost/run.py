@@ -101,10 +101,10 @@ def run(root: Path, args: argparse.Namespace) -> int:
         )
         return out
 
-    def playbook(path: Path, audit: bool = True) -> float:
+    def playbook(path: Path, audit: bool = True, *extra: str) -> float:
         start = time.monotonic()
         proc = subprocess.run(
-            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(path), "--vault-id", f"bench@{CLIENT}"],
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(path), "--vault-id", f"bench@{CLIENT}", *extra],
             cwd=REPO,
             env=env(audit),
             capture_output=True,
@@ -117,7 +117,7 @@ def run(root: Path, args: argparse.Namespace) -> int:
             raise SystemExit(f"{path.name} failed (rc {proc.returncode})")
         return seconds
 
-    playbook(REPO / "playbooks" / "init.yml")
+    playbook(REPO / "playbooks" / "init.yml", True, "-e", "keywarden_store_create=true")
     lookup = "lookup('keywarden.secrets.secret', {}, field='value')"
     plays = {
         "template": {

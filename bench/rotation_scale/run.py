@@ -474,7 +474,7 @@ def main() -> None:
         bench.server.start()
         bench.write()
         print(f"workspace {bench.root}; {len(bench.hosts)} hosts, {args.secrets} secrets", flush=True)
-        setup_s, _ = bench.playbook("setup-site", bench.repo / "playbooks/site.yml", timed=False)
+        setup_s, _ = bench.playbook("setup-site", bench.repo / "playbooks/site.yml", "-e", "keywarden_store_create=true", timed=False)
         print(f"setup (site.yml) {setup_s:.1f}s", flush=True)
         load_before = [round(x, 2) for x in os.getloadavg()]
         jobs = [

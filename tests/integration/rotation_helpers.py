@@ -75,7 +75,7 @@ def provisioned(make_workspace: Any, name: str, catalog_data: dict[str, Any], po
     """init + provision + deploy (playbooks/site.yml) once: the template that tests clone."""
     ws = setup_workspace(make_workspace, name, catalog_data, postgres, groups)
     ws.set_password("local")
-    result = run_playbook(ws, "playbooks/site.yml")
+    result = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     return ws
 

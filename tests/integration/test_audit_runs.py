@@ -83,6 +83,25 @@ def test_a_read_fails_closed_when_the_audit_log_cannot_be_written(ready: Any, lo
     assert not ready.leaks(result.output)
 
 
+def test_a_lost_audit_key_is_not_made_anew_for_the_log_in_place(ready: Any) -> None:
+    """Issue 10 item 2: the key gone (or KEYWARDEN_AUDIT_KEY_FILE mistyped) with a log in place stops the run."""
+    first = ready.run(read_playbook(ready))
+    assert first.returncode == 0, first.explain()
+    (ready.root / "out").unlink()
+    log_before = ready.audit_log.read_bytes()
+    for key_file in (ready.audit_key, ready.root / "typo.key"):
+        if key_file == ready.audit_key:
+            key_file.rename(ready.root / "saved.key")
+        result = ready.run(read_playbook(ready), "-e", f"keywarden_audit_key_file={key_file}")
+        assert result.returncode != 0, result.explain()
+        line = result.error_line("[ERROR]", f"audit key {key_file} does not exist, but audit log {ready.audit_log} does")
+        assert line is not None, result.explain()
+        assert "restore the key file" in line and "KEYWARDEN_AUDIT_KEY_FILE" in line
+        assert not key_file.exists()
+        assert not (ready.root / "out").exists()
+        assert ready.audit_log.read_bytes() == log_before
+
+
 def test_deploy_records_each_delivered_field(ready: Any) -> None:
     result = ready.run("playbooks/deploy.yml")
     assert result.returncode == 0, result.explain()
@@ -141,7 +160,8 @@ def awx_runs(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory
     (ws.inventory / "group_vars" / "all" / "postgres.yml").write_text(postgres.vars_file.read_text())
     data_dir = tmp_path_factory.mktemp("runner")
     runs = {}
-    for name, playbook, extravars in (("site", "playbooks/site.yml", {}), ("rotate", "playbooks/rotate.yml", {"keywarden_rotate_only": "app_db"})):
+    jobs = (("site", "playbooks/site.yml", {"keywarden_store_create": True}), ("rotate", "playbooks/rotate.yml", {"keywarden_rotate_only": "app_db"}))
+    for name, playbook, extravars in jobs:
         start = len(records(ws.audit_log)) if ws.audit_log.exists() else 0
         run = runner_run(ws, playbook, data_dir / name, extravars=extravars)
         assert run.rc == 0, ws.redact(run.stdout.read()[-4000:])

@@ -97,6 +97,18 @@ def test_corrupted_store(deployed: Any, corrupt: Any, fragments: list[str]) -> N
             ["is not valid YAML", "line "],
             id="yaml-syntax-error",
         ),
+        # issue 10 item 10: a second app_db entry (the last one would win silently)
+        pytest.param(
+            lambda data: yaml.safe_dump(data, sort_keys=False).replace("  app_redis:", "  app_db:\n    kind: generic\n  app_redis:", 1),
+            ["duplicate key 'app_db' (first at line 3)", "keep one of them"],
+            id="duplicate-entry",
+        ),
+        # issue 10 item 7: an unknown key under target:
+        pytest.param(
+            lambda data: data["secrets"]["app_db"]["target"].update(port=5432) or yaml.safe_dump(data),
+            ["secrets.app_db.target.port: unknown field; allowed for kind postgresql: group, role, database"],
+            id="unknown-target-key",
+        ),
     ],
 )
 def test_malformed_catalog(deployed: Any, break_catalog: Any, fragments: list[str]) -> None:
@@ -147,3 +159,60 @@ def test_unknown_secret_referenced_by_a_task(deployed: Any) -> None:
     result = ws.run(playbook)
     _assert_refused(ws, result, before, "secret 'ghost_token' is not in", "run playbooks/init.yml")
     assert not Path(out).exists()
+
+
+# ---- a missing store (issue 10 item 8) ---------------------------------------------------------------------------
+PLAYBOOKS = ["playbooks/init.yml", "playbooks/provision.yml", "playbooks/deploy.yml", "playbooks/site.yml", "playbooks/rotate.yml"]
+
+
+@pytest.fixture
+def store_lost(deployed: Any) -> tuple[Any, str]:
+    """A deployed workspace whose store had two revisions and is then deleted; the latest revision kept in versions/."""
+    ws = deployed
+    with ws.store().update() as data:
+        data["secrets"]["app_db"]["current"]["created"] = "2026-01-01T00:00:00Z"
+    (ws.store_dir / "secrets.vault").unlink()
+    latest = ws.store().versions()[-1]
+    assert latest.endswith("secrets.r000001.vault")
+    return ws, latest
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_a_deleted_store_stops_every_playbook_naming_the_latest_revision_and_the_runbook(store_lost: tuple[Any, str], playbook: str) -> None:
+    ws, latest = store_lost
+    before = ws.snapshot()
+    result = ws.run(playbook)
+    assert result.returncode != 0, result.explain()
+    line = result.error_line("[ERROR]", f"store {ws.store_dir / 'secrets.vault'} of environment 'local' does not exist")
+    assert line is not None, result.explain()
+    for fragment in (f"latest revision in versions/: {latest}", "docs/security/secrets/backup.md", "playbooks/restore.yml", "keywarden_store_create=true"):
+        assert fragment in line
+    assert ws.snapshot() == before
+    assert not (ws.store_dir / "secrets.vault").exists()
+
+
+def test_a_first_store_is_created_only_on_request(workspace: Any) -> None:
+    ws = workspace("new-env")
+    ws.set_password("local")
+    refused = ws.run("playbooks/init.yml")
+    assert refused.returncode != 0
+    line = refused.error_line("[ERROR]", "does not exist (no revision in", "ansible-playbook playbooks/init.yml -e keywarden_store_create=true")
+    assert line is not None, refused.explain()
+    assert not (ws.store_dir / "secrets.vault").exists()
+    created = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
+    assert created.returncode == 0, created.explain()
+    assert sorted(ws.store().read()["secrets"]) == ["app_db", "app_redis", "payments_api_key"]
+
+
+# ---- a catalog group that matches no host (issue 10 item 7) -------------------------------------------------------
+def test_a_consumer_group_missing_from_the_inventory_is_warned_about(workspace: Any, initialized: Any) -> None:
+    ws = workspace("no-worker", groups=("db", "cache", "app"))
+    ws.clone_store(initialized)
+    result = ws.run("playbooks/deploy.yml")
+    assert result.returncode == 0, result.explain()
+    flat = " ".join(result.output.split())  # the warning may be wrapped
+    assert (
+        f"[WARNING]: catalog {ws.catalog}: secrets.app_db.consumers[1].group: group 'worker' matches no host in the inventory: "
+        "no host receives app_db for service worker"
+    ) in flat, result.explain()
+    assert sorted(p.name for p in ws.env_dir.iterdir()) == ["app.env"]

@@ -67,7 +67,7 @@ def stack(tmp_path_factory):
         "KEYWARDEN_AUDIT_KEY_FILE": str(base / "audit" / "audit.key"),
     }
 
-    def playbook(name: str) -> subprocess.CompletedProcess:
+    def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [
                 "ansible-playbook",
@@ -76,6 +76,7 @@ def stack(tmp_path_factory):
                 str(REPO / "playbooks" / name),
                 "--vault-id",
                 f"{ENVIRONMENT}@{REPO}/scripts/secrets/vault-password-client",
+                *extra,
             ],
             env=env,
             check=False,
@@ -94,7 +95,7 @@ def stack(tmp_path_factory):
         )
 
     store = Store(str(base / "store"), ENVIRONMENT, [(ENVIRONMENT, VaultSecret(password_file.read_text().strip().encode()))])
-    init = playbook("init.yml")
+    init = playbook("init.yml", "-e", "keywarden_store_create=true")
     assert init.returncode == 0, init.stdout[-2000:]
     yield {"playbook": playbook, "compose": compose, "store": store, "env_dir": base / "srv", "project": project}
     compose("down", "--remove-orphans", "--timeout", "1")

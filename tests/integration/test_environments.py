@@ -54,7 +54,7 @@ def _refused(result: Any, *fragments: str) -> None:
 def development_store(make_workspace: Callable[..., Any]) -> Any:
     dev = make_workspace("development", environment="development")
     dev.set_password("development")
-    result = dev.run("playbooks/init.yml")
+    result = dev.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     assert (dev.store_dir / "secrets.vault").read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;development\n")
     return dev
@@ -81,7 +81,7 @@ def test_development_store_used_as_production_store_is_refused(workspace: Callab
 def production_store(make_workspace: Callable[..., Any]) -> Any:
     prod = make_workspace("production", environment="production")
     prod.set_password("production")
-    result = prod.run("playbooks/init.yml")
+    result = prod.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     return prod
 
@@ -107,7 +107,7 @@ def test_development_password_cannot_open_production(workspace: Callable[..., An
 def test_init_twice_changes_nothing_the_second_time(workspace: Callable[..., Any]) -> None:
     ws = workspace()
     ws.set_password("local")
-    first = ws.run("playbooks/init.yml")
+    first = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert first.returncode == 0, first.explain()
     assert first.recap()["changed"] == 1
     store_file = ws.store_dir / "secrets.vault"
@@ -132,7 +132,7 @@ def test_init_twice_changes_nothing_the_second_time(workspace: Callable[..., Any
 def test_init_check_mode_writes_nothing(workspace: Callable[..., Any]) -> None:
     ws = workspace()
     ws.set_password("local")
-    result = ws.run("playbooks/init.yml", "--check")
+    result = ws.run("playbooks/init.yml", "--check", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     assert result.recap()["changed"] == 1
     assert not (ws.store_dir / "secrets.vault").exists()
@@ -199,7 +199,7 @@ def _login(port: int, env: dict[str, str], password: str | None = None) -> tuple
 def test_site_against_postgresql(workspace: Callable[..., Any], postgres: Any) -> None:
     ws = workspace("site")
     ws.set_password("local")
-    first = ws.run("playbooks/site.yml", "-e", f"@{postgres.vars_file}")
+    first = ws.run("playbooks/site.yml", "-e", f"@{postgres.vars_file}", "-e", "keywarden_store_create=true")
     assert first.returncode == 0, first.explain()
     leaked = ws.leaks(first.output)
     assert not leaked

@@ -30,8 +30,9 @@ CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 # audit.yml scans the workspace (not the host's /etc and /srv) as the account the tests run as
 AUDIT_ARGS = ("-e", "keywarden_audit_scan_become=false")
 ORDER = [
-    ("catalog.yml", ()),
-    ("init.yml", ()),
+    # the first two make the environment's store on purpose (a missing store stops every playbook otherwise)
+    ("catalog.yml", ("-e", "keywarden_store_create=true")),
+    ("init.yml", ("-e", "keywarden_store_create=true")),
     ("provision.yml", ()),
     ("deploy.yml", ()),
     ("site.yml", ()),
@@ -199,7 +200,7 @@ def test_the_gate_catches_a_planted_leak_in_each_channel(gate: LeakGate, tmp_pat
     and the environment of a module's child process, the log file alone, the audit log alone."""
     ws = gate.ws
     if not (ws.store_dir / "secrets.vault").exists():
-        assert gate.run("plant-init", REPO / "playbooks" / "init.yml").returncode == 0
+        assert gate.run("plant-init", REPO / "playbooks" / "init.yml", "-e", "keywarden_store_create=true").returncode == 0
 
     def lookup(name: str) -> str:
         return "lookup('keywarden.secrets.secret', '" + name + "')"

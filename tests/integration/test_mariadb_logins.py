@@ -57,7 +57,7 @@ def ws(make_workspace: Callable[..., Any], mariadb: MariaDB) -> Iterator[Any]:  
     ws.catalog.write_text("---\n" + yaml.safe_dump(CATALOG, sort_keys=False))
     ws.set_password("local")
     mariadb.admin_sql("CREATE DATABASE IF NOT EXISTS order_log", "CREATE DATABASE IF NOT EXISTS orders")
-    init = ws.run("playbooks/init.yml")
+    init = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert init.returncode == 0, init.explain()
     yield ws
 

@@ -51,7 +51,7 @@ def _play(ws: Any, file: str, phase: str = "provision", **variables: Any) -> Any
 def ws(make_workspace: Any, postgres: Any) -> Iterator[Any]:
     ws = setup_workspace(make_workspace, "pglogins", CATALOG, postgres)
     ws.set_password("local")
-    result = ws.run("playbooks/init.yml")
+    result = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert result.returncode == 0, result.explain()
     yield ws
 

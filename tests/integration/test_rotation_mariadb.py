@@ -48,7 +48,7 @@ def rotated_once(make_workspace: Callable[..., Any], mariadb: MariaDB) -> tuple[
     ws.set_password("local")
     mariadb.admin_sql("CREATE DATABASE IF NOT EXISTS order_log")
     for playbook in ("playbooks/init.yml", "playbooks/provision.yml", "playbooks/deploy.yml"):
-        run = ws.run(playbook, "-e", f"@{mariadb.vars_file}")
+        run = ws.run(playbook, "-e", f"@{mariadb.vars_file}", *(("-e", "keywarden_store_create=true") if playbook.endswith("init.yml") else ()))
         assert run.returncode == 0, run.explain()
     before = {name: _stage(ws, name, "current") for name in ("shop_db", "ledger_db")}
     run = ws.run("playbooks/rotate.yml", "-e", f"@{mariadb.vars_file}", "-e", "keywarden_rotate_only=shop_db,ledger_db")

@@ -103,7 +103,7 @@ def provisioned(make_workspace: Callable[..., Any], mariadb: MariaDB) -> tuple[A
     ws = make_workspace("mariadb", groups=("db", "app", "worker"))
     ws.catalog.write_text("---\n" + yaml.safe_dump(CATALOG, sort_keys=False))
     ws.set_password("local")
-    init = ws.run("playbooks/init.yml")
+    init = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
     assert init.returncode == 0, init.explain()
     first = ws.run("playbooks/provision.yml", "-e", f"@{mariadb.vars_file}")
     assert first.returncode == 0, first.explain()

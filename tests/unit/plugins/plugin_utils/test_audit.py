@@ -178,12 +178,41 @@ def test_report_matches_a_leaked_value_by_hmac_from_stdin(tmp_path: Path) -> Non
 
 
 # ---- the key -----------------------------------------------------------------------------------------------
-def test_key_is_created_0600_once_and_reused(tmp_path: Path) -> None:
+def test_key_is_created_0600_with_the_first_line_of_a_new_log_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "cfg" / "audit-local.key"
     first = load_key(str(path))
+    assert not path.exists()  # not before a log needs it
+    log = tmp_path / "audit.log"
+    Auditor(AuditLog(str(log), first), "local", {}).record("read", secret="x")  # noqa: S106 - a secret name, not a value
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_key(str(path)) == first
     assert len(first) == 32
+    assert verify(str(log), load_key(str(path), create=False))[1] is None
+
+
+def test_a_missing_key_is_not_made_anew_for_a_log_in_place(tmp_path: Path) -> None:
+    """Issue 10 item 2: a lost key (or a mistyped KEYWARDEN_AUDIT_KEY_FILE) with a log in place is an error, no new key."""
+    log = tmp_path / "audit.log"
+    write_log(log, 2)
+    before = log.read_bytes()
+    lost = tmp_path / "cfg" / "audit-local.key"
+    with pytest.raises(AuditError) as caught:
+        Auditor(AuditLog(str(log), load_key(str(lost))), "local", {}).record("read", secret="x")  # noqa: S106 - a secret name, not a value
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"audit key {lost} does not exist, but audit log {log} does" in message
+    assert "restore the key file" in message and "KEYWARDEN_AUDIT_KEY_FILE" in message
+    assert not lost.exists()
+    assert log.read_bytes() == before
+
+
+def test_a_wrong_key_is_refused_before_it_signs_a_line(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write_log(log, 2)
+    before = log.read_bytes()
+    with pytest.raises(AuditError, match="does not verify under the audit key"):
+        auditor(log, bytes.fromhex("22" * 32)).record("read", secret="x")  # noqa: S106 - a secret name, not a value
+    assert log.read_bytes() == before
 
 
 def test_key_readable_by_others_or_inside_a_repository_is_refused(tmp_path: Path) -> None:
@@ -245,7 +274,7 @@ def test_an_incomplete_last_line_stops_appends(tmp_path: Path) -> None:
     write_log(log, 2)
     with log.open("ab") as handle:
         handle.write(b'{"seq":3,"tor')
-    with pytest.raises(AuditError, match="incomplete line"):
+    with pytest.raises(AuditError, match="ends with a torn line .*verify-log --repair"):
         auditor(log).record("read", secret="x")  # noqa: S106 - a secret name, not a value
     assert verify(str(log))[1] == 3
 

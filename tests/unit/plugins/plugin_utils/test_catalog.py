@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ansible_collections.keywarden.secrets.plugins.plugin_utils import catalog as catalog_module
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import (
     CatalogError,
     env_plan,
@@ -133,6 +134,18 @@ SCHEMA_ERRORS = [
     ("missing-catalog-version", _set("keywarden_catalog_version", _DELETE), ["keywarden_catalog_version must be 1"]),
     ("no-secrets", _set("secrets", {}), ["secrets must be a mapping"]),
     ("unknown-top-level-key", _set("defaults", {}), ["unknown top-level field 'defaults'"]),
+    # issue 10 item 7: unknown keys under target: are refused, naming the key and the fields the kind allows
+    (
+        "unknown-target-key",
+        _set("secrets.app_db.target.port", 5432),
+        ["secrets.app_db.target.port", "unknown field", "allowed for kind postgresql: group, role, database"],
+    ),
+    ("misspelt-target-key", _set("secrets.app_redis.target.grup", "cache"), ["secrets.app_redis.target.grup", "allowed for kind redis: group"]),
+    (
+        "target-on-a-kind-without-one",
+        _set("secrets.payments_api_key.target", {"group": "app"}),
+        ["secrets.payments_api_key.target.group", "kind api_key takes no target fields"],
+    ),
 ]
 
 
@@ -259,3 +272,83 @@ def test_env_template_lists_names_without_values(catalog: dict[str, Any]) -> Non
     assert [line[:-1] for line in app.splitlines() if line.endswith("=")] == ["DB_NAME", "DB_PASSWORD", "DB_USER", "PAYMENTS_API_KEY", "REDIS_PASSWORD"]
     assert [line[:-1] for line in worker.splitlines() if line.endswith("=")] == DB_VARS
     assert "# app_db.password (postgresql; local, development, production)" in app
+
+
+# ---- target fields per kind: one table (KIND_TARGET_SCHEMA) -------------------------------------------------------
+_ENTRY_OF_KIND = {
+    "postgresql": "app_db",
+    "redis": "app_redis",
+    "api_key": "payments_api_key",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_ENTRY_OF_KIND))
+def test_every_target_field_of_the_table_is_accepted_and_no_other(raw: dict[str, Any], kind: str) -> None:
+    name = _ENTRY_OF_KIND[kind]
+    data = copy.deepcopy(raw)
+    data["secrets"][name]["target"] = {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    assert validate_catalog(data)["secrets"][name]["target"] == {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    data["secrets"][name]["target"]["extra"] = "x"
+    with pytest.raises(CatalogError, match=rf"secrets\.{name}\.target\.extra: unknown field"):
+        validate_catalog(data)
+
+
+# ---- duplicate keys (issue 10 item 10) ----------------------------------------------------------------------------
+def _lines(text: str, *needles: str) -> list[int]:
+    """Line numbers (from 1) of the lines holding each needle, in order of appearance."""
+    return [number for number, line in enumerate(text.splitlines(), start=1) if any(n in line for n in needles)]
+
+
+def test_a_secret_given_twice_is_an_error_naming_the_key_and_both_lines(tmp_path: Path) -> None:
+    text = SAMPLE.read_text()
+    first, _, rest = text.partition("  app_redis:")
+    # a second app_db entry after the first one (the last would silently win without the check)
+    app_db = "  app_db:" + first.split("  app_db:", 1)[1]
+    doubled = first + app_db + "  app_redis:" + rest
+    path = tmp_path / "catalog.yml"
+    path.write_text(doubled)
+    lines = _lines(doubled, "  app_db:")
+    assert len(lines) == 2
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(str(path))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message == f"catalog {path}: line {lines[1]}: duplicate key 'app_db' (first at line {lines[0]}); keep one of them"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "first", "second"),
+    [
+        pytest.param("keywarden_catalog_version: 1\nsecrets:\n  a:\n    kind: generic\n    kind: api_key\n", "kind", 4, 5, id="field-of-an-entry"),
+        pytest.param("keywarden_catalog_version: 1\nkeywarden_catalog_version: 1\nsecrets: {}\n", "keywarden_catalog_version", 1, 2, id="top-level"),
+        pytest.param("secrets:\n  a:\n    consumers:\n      - env: {DB_USER: username, DB_USER: password}\n", "DB_USER", 4, 4, id="flow-mapping"),
+    ],
+)
+def test_a_key_given_twice_anywhere_is_an_error(tmp_path: Path, text: str, key: str, first: int, second: int) -> None:
+    path = tmp_path / "catalog.yml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(str(path))
+    assert str(caught.value) == f"catalog {path}: line {second}: duplicate key '{key}' (first at line {first}); keep one of them"
+
+
+def test_merge_keys_still_override_without_an_error(tmp_path: Path) -> None:
+    text = SAMPLE.read_text().replace(
+        "    policy:\n      max_age_days: 30\n      length: 32\n      charset: alnum\n      strategy: alternating_users\n",
+        "    policy:\n      <<: &db_policy {max_age_days: 30, length: 32, charset: alnum, strategy: single_user}\n      strategy: alternating_users\n",
+    )
+    assert "<<: &db_policy" in text
+    path = tmp_path / "catalog.yml"
+    path.write_text(text)
+    assert load_catalog(str(path))["secrets"]["app_db"]["policy"]["strategy"] == "alternating_users"
+
+
+# ---- groups that match no host (issue 10 item 7) --------------------------------------------------------------------
+def test_groups_matching_no_host_are_named_with_their_secret(catalog: dict[str, Any]) -> None:
+    groups = {"all": ["h1"], "db": ["h1"], "app": ["h1"], "worker": [], "ungrouped": []}  # no cache group, an empty worker group
+    assert catalog_module.unmatched_groups(catalog, "production", groups) == [
+        "secrets.app_db.consumers[1].group: group 'worker' matches no host in the inventory: no host receives app_db for service worker",
+        "secrets.app_redis.target.group: group 'cache' matches no host in the inventory: nothing provisions or rotates app_redis at its target",
+    ]
+    assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
+    assert catalog_module.unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment

@@ -187,14 +187,35 @@ def test_update_that_changes_nothing_writes_nothing(filled: Env) -> None:
     assert store.versions() == []
 
 
-def test_missing_store_reads_as_error_naming_init(env: Env) -> None:
+def test_missing_store_reads_as_error_naming_restore_and_explicit_creation(env: Env) -> None:
     with pytest.raises(StoreError) as caught:
         env.store().read()
     message = str(caught.value)
     assert "\n" not in message
-    assert "playbooks/init.yml" in message
+    assert f"store {env.store().path} of environment 'local' does not exist (no revision in {env.dir / 'versions'})" in message
+    assert "docs/security/secrets/backup.md, playbooks/restore.yml" in message
+    assert "ansible-playbook playbooks/init.yml -e keywarden_store_create=true" in message
     empty = env.store().read(missing_ok=True)["secrets"] == {}
     assert empty
+
+
+def test_a_deleted_store_with_revisions_is_not_made_anew(filled: Env) -> None:
+    """Issue 10 item 8: with secrets.vault gone and versions/ holding revisions, a write refuses (restore instead)."""
+    store = filled.store()
+    _add(store, "second")
+    _add(store, "third")
+    os.unlink(store.path)
+    latest = store.versions()[-1]
+    assert latest.endswith("secrets.r000002.vault")
+    with pytest.raises(StoreError) as caught, store.update() as data:
+        data["secrets"]["fresh"] = new_entry("generic", {"value": secrets.token_urlsafe(24)})
+    message = str(caught.value)
+    assert f"latest revision in versions/: {latest}" in message
+    assert "playbooks/restore.yml" in message
+    assert not os.path.exists(store.path)
+    with store.update(create=True) as data:  # on purpose
+        data["secrets"]["fresh"] = new_entry("generic", {"value": secrets.token_urlsafe(24)})
+    assert sorted(store.read()["secrets"]) == ["fresh"]
 
 
 def test_generated_fields_follow_the_catalog_policy() -> None:

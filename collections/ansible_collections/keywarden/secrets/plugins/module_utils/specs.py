@@ -10,6 +10,8 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
     "catalog_check": {
         "path": {"type": "str"},
         "environment": {"type": "str"},
+        "store_dir": {"type": "str"},
+        "store_create": {"type": "bool"},
     },
     # passed on to the env_files module, which adds `files` (the rendered contents); `formats` is the action's own
     "env_files": {
@@ -26,6 +28,7 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
         "catalog_path": {"type": "str"},
         "environment": {"type": "str"},
         "store_dir": {"type": "str"},
+        "create": {"type": "bool"},
     },
     "rotation": {
         "phase": {"type": "str", "required": True, "choices": ["plan", "decide", "finish"]},

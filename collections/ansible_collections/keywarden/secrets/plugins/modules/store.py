@@ -11,6 +11,9 @@ short_description: Write the keywarden encrypted store (controller side)
 description:
   - The only writer of an environment's vault-encrypted store. Generates every secret the catalog lists
     for the environment and the store lacks, from the entry's generator policy; never changes an existing value.
+  - Creates a store only when asked (O(create)). A store that is missing otherwise fails the task with the latest
+    revision in C(versions/) and the restore runbook, never a silent set of new values.
+  - Each write's audit records are appended before the store is written; the store keeps their position in the log.
   - Atomic (temp file, fsync, rename), keeps the last C(keywarden_store_keep_versions) encrypted copies, and holds
     an exclusive lock; a second writer fails with a message naming the holder.
   - Runs on the controller as an action plugin; returns names and revision numbers, never values.
@@ -37,12 +40,22 @@ options:
   store_dir:
     description: Store directory; defaults to C(keywarden_store_dir).
     type: str
+  create:
+    description:
+      - Create the environment's first store when there is none (C(-e keywarden_store_create=true)).
+        Defaults to C(keywarden_store_create), else false.
+    type: bool
 """
 
 EXAMPLES = r"""
 - name: Generate every missing secret of this environment
   keywarden.secrets.store:
     state: generated
+
+- name: Create a new environment's first store
+  keywarden.secrets.store:
+    state: generated
+    create: true
 """
 
 RETURN = r"""

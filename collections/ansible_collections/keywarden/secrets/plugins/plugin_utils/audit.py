@@ -8,16 +8,26 @@ Guarantees:
   value was the one in use; the value itself is never written;
 - every line carries ``seq`` and ``prev`` (SHA-256 of the previous line's bytes) and ``mac`` (HMAC of the
   line under a key derived from the audit key): an edited, deleted, inserted or reordered line breaks the
-  chain at that line; ``<log>.head`` records the last line so that cutting lines off the end shows too;
-- appends are serialised by ``flock`` on the log itself; the last line's hash is re-read under the lock,
-  so concurrent writers (forks, parallel runs) never interleave or fork the chain; each append is
-  fsync'ed before the caller goes on;
+  chain at that line; ``<log>.head`` records the last line's seq and hash under a MAC of its own, so that
+  cutting lines off the end shows too; the store keeps the same anchor inside its encrypted data at each
+  write (see ``anchor``), which a local attacker cannot rewind without the vault password;
+- appends are serialised by ``flock`` on the log itself; the last line's hash is re-read (and its MAC
+  checked) under the lock, so concurrent writers never interleave or fork the chain, and a wrong key is
+  refused before it signs anything; each append is fsync'ed before the caller goes on;
+- an append that fails (disk full, I/O error) leaves the log exactly as it was: it is cut back to the last
+  complete line under the lock. A torn last line from a crash is told apart from tampering by ``check``
+  and cut off by ``AuditLog.repair``, which records what it cut (length and hash, never content);
+- the key is created only together with a new log: with a log in place and its key missing, every append
+  is refused (a new key would not verify the log);
 - fail closed: any failure to write raises AuditError, whose message names the file and what to fix.
   Callers refuse the secret read (or report the write) when it is raised.
+
+Standard library only: this file also runs on its own (tests drop privileges and import it alone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import fcntl
@@ -26,6 +36,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -48,10 +59,11 @@ EVENTS = (
     "deploy",
     "backup",
     "restore",
+    "audit.repair",
 )
 # Only bench/audit_cost flips this, in a throwaway copy of the collection, to measure the cost of auditing.
 ENABLED = True
-_HEAD_WIDTH = 128
+_HEAD_WIDTH = 256
 _TAIL_CHUNK = 8192
 _GIT_CACHE: dict[str, str | None] = {}
 _IN_REPO_CACHE: dict[str, bool] = {}
@@ -123,8 +135,33 @@ def _in_repository_uncached(path: str) -> bool:
     return ignored.returncode != 0
 
 
+class AuditKey(bytes):
+    """Key bytes that remember their file. ``new``: made by this process and not written yet; the first append
+    to an empty log writes it (``AuditLog._settle_key``), an append to a log that already holds lines refuses it."""
+
+    path: str
+    new: bool
+
+    def __new__(cls, raw: bytes, path: str, new: bool = False) -> AuditKey:
+        key = super().__new__(cls, raw)
+        key.path = path
+        key.new = new
+        return key
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle keep the file and the state
+        return (AuditKey, (bytes(self), self.path, self.new))
+
+
+# key file -> the key this process made for it and has not written yet (one per file, however many callers)
+_NEW_KEYS: dict[str, AuditKey] = {}
+
+
 def load_key(path: str, create: bool = True) -> bytes:
-    """The audit key from its file (mode 0600, outside any repository); made on first use when missing."""
+    """The audit key from its file (mode 0600, outside any repository).
+
+    A missing file with ``create``: a fresh key, written to the file only together with the first line of a new
+    log (an existing log refuses it, see ``AuditLog.append``); never a silent replacement of a lost key.
+    """
     path = os.path.abspath(os.path.expanduser(path))
     if _in_repository(path):
         raise AuditError(f"audit key {path} is inside a git repository and not git-ignored: keep it out of the repository (KEYWARDEN_AUDIT_KEY_FILE)")
@@ -132,8 +169,10 @@ def load_key(path: str, create: bool = True) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         if not create:
-            raise AuditError(f"audit key {path} does not exist; give the environment's key with KEYWARDEN_AUDIT_KEY_FILE") from None
-        return _create_key(path)
+            raise AuditError(f"audit key {path} does not exist; give the environment's key with KEYWARDEN_AUDIT_KEY_FILE (or --key-file)") from None
+        if path not in _NEW_KEYS:
+            _NEW_KEYS[path] = AuditKey(os.urandom(KEY_BYTES), path, new=True)
+        return _NEW_KEYS[path]
     except OSError as exc:
         raise AuditError(f"audit key {path} cannot be read ({exc.strerror}); fix its permissions or set KEYWARDEN_AUDIT_KEY_FILE") from None
     try:
@@ -149,30 +188,35 @@ def load_key(path: str, create: bool = True) -> bytes:
         key = b""
     if len(key) < 16:
         raise AuditError(f"audit key {path} must hold at least 16 bytes as hex (e.g. python3 -c 'import secrets; print(secrets.token_hex(32))')")
-    return key
+    return AuditKey(key, path)
 
 
-def _create_key(path: str) -> bytes:
-    directory = os.path.dirname(path)
+def _write_new_key(key: AuditKey) -> None:
+    """Write a key made by ``load_key``; a key another process wrote first wins, and then this one must not sign."""
+    directory = os.path.dirname(key.path)
+    tmp = f"{key.path}.tmp.{os.getpid()}"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, os.urandom(KEY_BYTES).hex().encode() + b"\n")
+            os.write(fd, key.hex().encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         try:
             # link, not rename: a concurrent first use keeps whichever key landed first
-            os.link(tmp, path)
+            os.link(tmp, key.path)
+            landed = True
         except FileExistsError:
-            pass
+            landed = False
         finally:
             os.unlink(tmp)
     except OSError as exc:
-        raise AuditError(f"audit key {path} cannot be created ({exc.strerror}); create it (mode 0600) or set KEYWARDEN_AUDIT_KEY_FILE") from None
-    return load_key(path, create=False)
+        raise AuditError(f"audit key {key.path} cannot be created ({exc.strerror}); create it (mode 0600) or set KEYWARDEN_AUDIT_KEY_FILE") from None
+    if not landed and load_key(key.path, create=False) != key:
+        raise AuditError(f"audit key {key.path} was created by another run at the same moment; nothing was recorded: run again")
+    key.new = False
+    _NEW_KEYS.pop(key.path, None)
 
 
 # ---- the actor -----------------------------------------------------------------------------------------
@@ -235,6 +279,36 @@ def _last_line(fd: int, size: int) -> bytes:
     return buf
 
 
+def _complete_size(fd: int, size: int) -> int:
+    """Bytes up to and including the last newline: where a torn last line starts (``size`` when there is none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _TAIL_CHUNK)
+        cut = os.pread(fd, pos - start, start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        pos = start
+    return 0
+
+
+def _head_mac(key: bytes, seq: int, last_hash: str) -> str:
+    return hmac.new(_chain_key(key), f"head:{seq}:{last_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+def anchor(written: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``{"seq", "hash"}`` of the last of the lines an append wrote: what the store keeps inside its encrypted data,
+    and what ``check(expect=...)`` (``verify-log --store`` / ``--expect-seq --expect-hash``) holds the log to."""
+    if not written:
+        return None
+    return {"seq": int(written[-1]["seq"]), "hash": line_hash(_encode(written[-1]))}
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook (as the store's): KEYWARDEN_FAULT_INJECT=<point> SIGKILLs this process there; inert otherwise."""
+    if os.environ.get("KEYWARDEN_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class AuditLog:
     """One audit log file. ``append`` adds records atomically with respect to every other writer."""
 
@@ -244,9 +318,11 @@ class AuditLog:
         self._key = key
         self.syslog = syslog
 
-    def _fail(self, what: str, exc: OSError) -> AuditError:
+    def _fail(self, what: str, exc: OSError, restored: bool = True) -> AuditError:
         reason = exc.strerror or str(exc)
         hint = "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix its permissions or set KEYWARDEN_AUDIT_LOG"
+        if not restored:
+            hint += f", then cut the partial last line: scripts/audit/verify-log --repair {self.path}"
         return AuditError(f"audit log {self.path} cannot be {what} ({reason}): refusing to go on without an audit record (fail closed); {hint}")
 
     def _open(self) -> int:
@@ -272,57 +348,129 @@ class AuditLog:
             os.close(self._open())
 
     def append(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chain and append records under the log's lock, fsync, then forward to syslog when asked."""
+        """Chain and append records under the log's lock, fsync, then forward to syslog when asked.
+
+        Returns the records as written (with seq, prev and mac); ``anchor(returned)`` locates the last of them.
+        """
         records = list(records)
         if not records or not ENABLED:
             return []
+        return self._locked(lambda fd, size: self._append_locked(fd, size, records))
+
+    def repair(self, make_record: Any) -> dict[str, Any] | None:
+        """Cut a torn last line (a crash mid-append) and record the cut: ``make_record(cut)`` builds the record
+        from ``{"cut_bytes", "cut_sha256", "cut_offset"}``. Returns the record written, or None when the log ends
+        in a complete line (nothing to repair, nothing written). The content cut is never recorded."""
+
+        def locked(fd: int, size: int) -> list[dict[str, Any]]:
+            keep = _complete_size(fd, size)
+            if keep == size:
+                return []
+            torn = os.pread(fd, size - keep, keep)
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+            cut = {"cut_bytes": len(torn), "cut_sha256": hashlib.sha256(torn).hexdigest(), "cut_offset": keep}
+            try:
+                return self._append_locked(fd, keep, [make_record(cut)])
+            except AuditError:
+                os.write(fd, torn)  # no record of the cut, no cut: the log stays as it was
+                raise
+
+        written = self._locked(locked)
+        return written[0] if written else None
+
+    def _locked(self, work: Any) -> list[dict[str, Any]]:
         fd = self._open()
-        lines: list[bytes] = []
+        lines: list[dict[str, Any]] = []
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                size = os.fstat(fd).st_size
-                if size:
-                    if os.pread(fd, 1, size - 1) != b"\n":
-                        raise AuditError(
-                            f"audit log {self.path} ends with an incomplete line (a crash during a write?): "
-                            f"check it with scripts/audit/verify-log, then remove the partial last line"
-                        )
-                    last = _last_line(fd, size)
-                    prev = line_hash(last)
-                    try:
-                        seq = int(json.loads(last)["seq"])
-                    except (ValueError, KeyError, TypeError):
-                        raise AuditError(f"audit log {self.path}: its last line is not an audit record; check it with scripts/audit/verify-log") from None
-                else:
-                    prev, seq = GENESIS, 0
-                written = []
-                for record in records:
-                    seq += 1
-                    line = {"seq": seq, **record, "prev": prev}
-                    line["mac"] = _line_mac(self._key, line)
-                    raw = _encode(line)
-                    lines.append(raw)
-                    written.append(line)
-                    prev = line_hash(raw)
-                # one write of whole lines: an O_APPEND write is never interleaved with another writer's
-                blob = b"\n".join(lines) + b"\n"
-                done = 0
-                while done < len(blob):
-                    done += os.write(fd, blob[done:])
-                os.fsync(fd)
-                self._write_head(seq, prev)
+                lines = work(fd, os.fstat(fd).st_size)
             except OSError as exc:
                 raise self._fail("written", exc) from None
         finally:
             os.close(fd)  # releases the lock
-        if self.syslog:
-            _forward(lines)
+        if self.syslog and lines:
+            _forward([_encode(line) for line in lines])
+        return lines
+
+    def _settle_key(self, size: int) -> None:
+        """A key made by this process is written with the first line of a new log, and refused by a log in place."""
+        key = self._key
+        if not getattr(key, "new", False):
+            return
+        if size or _read_head(self.head_path) is not None:
+            raise AuditError(
+                f"audit key {getattr(key, 'path', '?')} does not exist, but audit log {self.path} does: a new key would not verify it; "
+                f"restore the key file from your backup, or point KEYWARDEN_AUDIT_KEY_FILE at this environment's key"
+            )
+        _write_new_key(key)  # type: ignore[arg-type]
+
+    def _tail(self, fd: int, size: int) -> tuple[str, int]:
+        """(hash, seq) of the last line, checked: complete, a record, signed with this key; genesis for a new log."""
+        if not size:
+            head = _read_head(self.head_path)
+            if head is not None:
+                raise AuditError(
+                    f"audit log {self.path} is empty or missing, but its head records {head[0]} lines: the log was deleted or truncated; "
+                    f"restore it (with its .head) from a backup, or move {self.head_path} away to start a new log on purpose"
+                )
+            return GENESIS, 0
+        if os.pread(fd, 1, size - 1) != b"\n":
+            raise AuditError(
+                f"audit log {self.path} ends with a torn line (a crash during a write): "
+                f"check it with scripts/audit/verify-log, then cut it with scripts/audit/verify-log --repair {self.path}"
+            )
+        last = _last_line(fd, size)
+        try:
+            record = json.loads(last)
+            seq = int(record["seq"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"audit log {self.path}: its last line is not an audit record; check it with scripts/audit/verify-log") from None
+        if record.get("mac") != _line_mac(self._key, record):
+            where = getattr(self._key, "path", None) or "in use"
+            raise AuditError(
+                f"audit log {self.path}: its last line does not verify under the audit key {where}: "
+                f"wrong key (KEYWARDEN_AUDIT_KEY_FILE) or an edited line; check it with scripts/audit/verify-log --key-file KEY"
+            )
+        return line_hash(last), seq
+
+    def _append_locked(self, fd: int, size: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._settle_key(size)
+        prev, seq = self._tail(fd, size)
+        lines: list[bytes] = []
+        written = []
+        for record in records:
+            seq += 1
+            line = {"seq": seq, **record, "prev": prev}
+            line["mac"] = _line_mac(self._key, line)
+            raw = _encode(line)
+            lines.append(raw)
+            written.append(line)
+            prev = line_hash(raw)
+        # whole lines under the lock (no other writer can interleave); split in two only for the crash-test hook
+        blob = b"\n".join(lines) + b"\n"
+        try:
+            done = os.write(fd, blob[: len(blob) // 2 or 1])
+            _fault("audit-mid-append")
+            while done < len(blob):
+                done += os.write(fd, blob[done:])
+            os.fsync(fd)
+            self._write_head(seq, prev)
+        except OSError as exc:
+            # leave the log exactly as it was: a failed append is no append
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+                restored = True
+            except OSError:
+                restored = False
+            raise self._fail("written", exc, restored) from None
         return written
 
     def _write_head(self, seq: int, last_hash: str) -> None:
-        # lags by at most one append after a crash (verify accepts that); shows lines cut off the end
-        head = json.dumps({"seq": seq, "hash": last_hash}).encode().ljust(_HEAD_WIDTH) + b"\n"
+        # in place, fixed width (no new block on a full disk once it exists); lags by at most one append after a crash
+        head = json.dumps({"seq": seq, "hash": last_hash, "mac": _head_mac(self._key, seq, last_hash)}).encode().ljust(_HEAD_WIDTH) + b"\n"
         fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             os.pwrite(fd, head, 0)
@@ -386,11 +534,12 @@ class Auditor:
             record["detail"] = detail
         return record
 
-    def record(self, event: str, **kwargs: Any) -> None:
-        self.log.append([self.entry(event, **kwargs)])
+    def record(self, event: str, **kwargs: Any) -> list[dict[str, Any]]:
+        return self.log.append([self.entry(event, **kwargs)])
 
-    def record_many(self, entries: list[dict[str, Any]]) -> None:
-        self.log.append(entries)
+    def record_many(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append the entries; returns them as written (``anchor(...)`` locates the last one)."""
+        return self.log.append(entries)
 
     def write_entries(self, event: str, before: dict[str, Any], after: dict[str, Any], stages: tuple[str, ...]) -> list[dict[str, Any]]:
         """Entries for one store write: per secret and stage that changed, one per field set (or one if cleared)."""
@@ -424,53 +573,134 @@ class Auditor:
 
 
 # ---- verification --------------------------------------------------------------------------------------
-def verify(path: str, key: bytes | None = None) -> tuple[int, int | None, str]:
-    """Check the chain: (lines read, first bad line number or None, message)."""
+# verify-log's exit status per verdict (2 is "cannot read")
+STATUS_OK, STATUS_TAMPERED, STATUS_UNREADABLE, STATUS_TORN = 0, 1, 2, 3
+
+
+@dataclasses.dataclass
+class Verdict:
+    """What ``check`` found. ``bad``: the first line a finding points at (None: no finding). ``torn``: the
+    incomplete last line a crash left (``{"bytes", "sha256", "line"}``), which is not a finding by itself."""
+
+    lines: int
+    bad: int | None
+    message: str
+    torn: dict[str, Any] | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        if self.bad is not None:
+            return STATUS_TAMPERED
+        return STATUS_TORN if self.torn else STATUS_OK
+
+
+def check(path: str, key: bytes | None = None, expect: dict[str, Any] | None = None) -> Verdict:
+    """Check the chain, the head and (with ``expect`` = ``{"seq", "hash"[, "source"]}``) an anchor kept elsewhere.
+
+    Findings (``bad`` set): an edited, deleted, inserted or reordered line; a missing, malformed or (with the key)
+    unauthenticated head; a head or an anchor naming a line the log no longer holds; an empty log without a head.
+    A torn last line alone is not a finding: ``torn`` is set and ``verify-log --repair`` cuts it.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise AuditError(f"audit log {path} cannot be read ({exc.strerror})") from None
-    prev = GENESIS
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    elif raw_lines:
-        return len(raw_lines), len(raw_lines), f"line {len(raw_lines)}: incomplete (no newline at the end of the file)"
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError
-        except ValueError:
-            return number - 1, number, f"line {number}: not a JSON audit record (edited or inserted)"
-        if record.get("seq") != number:
-            return number - 1, number, f"line {number}: sequence number {record.get('seq')} where {number} belongs (a line was deleted, inserted or moved)"
-        if record.get("prev") != prev:
-            return (
-                number - 1,
-                number,
-                f"line {number}: does not chain to line {number - 1} (that line was edited, or lines were deleted, inserted or reordered)",
-            )
-        if key is not None and record.get("mac") != _line_mac(key, record):
-            return number - 1, number, f"line {number}: MAC does not match under the audit key (the line was edited, or the chain rebuilt without the key)"
-        prev = line_hash(raw)
+    keep = data.rfind(b"\n") + 1
+    torn = None
+    if keep < len(data):
+        tail = data[keep:]
+        torn = {"bytes": len(tail), "sha256": hashlib.sha256(tail).hexdigest()}
+    raw_lines = data[:keep].split(b"\n")[:-1]
     count = len(raw_lines)
-    head = _read_head(path + HEAD_SUFFIX)
-    if head is not None:
-        seq, last = head
-        if seq > count:
-            return count, count + 1, f"line {count + 1}: missing; the log ends at line {count} but its head records line {seq} (lines cut off the end)"
-        if seq >= 1 and line_hash(raw_lines[seq - 1]) != last:
-            return count, seq, f"line {seq}: differs from the line its head file recorded"
-    return count, None, f"{count} lines, chain intact" + (", MACs valid" if key is not None else " (MACs not checked: no key given)")
+    if torn:
+        torn["line"] = count + 1
+    prev = GENESIS
+    for number, raw in enumerate(raw_lines, start=1):
+        problem = _line_problem(raw, number, prev, key)
+        if problem:
+            return Verdict(number - 1, number, f"line {number}: {problem}", torn)
+        prev = line_hash(raw)
+    verdict = Verdict(count, None, "", torn)
+    finding = _check_head(path + HEAD_SUFFIX, raw_lines, key, verdict.notes)
+    if finding is None and expect is not None:
+        finding = _check_anchor(raw_lines, expect)
+    if finding is not None:
+        verdict.bad, verdict.message = finding
+        return verdict
+    verdict.message = f"{count} lines, chain intact" + (", MACs valid" if key is not None else " (MACs not checked: no key given)")
+    if expect is not None:
+        verdict.message += f", holds the anchor (line {expect['seq']}{' of ' + expect['source'] if expect.get('source') else ''})"
+    if torn:
+        verdict.message += f"; line {count + 1} is torn ({torn['bytes']} bytes without a newline: a crash during a write)"
+    return verdict
 
 
-def _read_head(path: str) -> tuple[int, str] | None:
+def _line_problem(raw: bytes, number: int, prev: str, key: bytes | None) -> str | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return "not a JSON audit record (edited or inserted)"
+    if record.get("seq") != number:
+        return f"sequence number {record.get('seq')} where {number} belongs (a line was deleted, inserted or moved)"
+    if record.get("prev") != prev:
+        return f"does not chain to line {number - 1} (that line was edited, or lines were deleted, inserted or reordered)"
+    if key is not None and record.get("mac") != _line_mac(key, record):
+        return "MAC does not match under the audit key (the line was edited, or the chain rebuilt without the key)"
+    return None
+
+
+def _check_head(head_path: str, raw_lines: list[bytes], key: bytes | None, notes: list[str]) -> tuple[int, str] | None:
+    count = len(raw_lines)
+    if not os.path.lexists(head_path):
+        if not count:
+            return 1, f"line 1: missing; the log is empty and has no head {head_path} (a log is never empty once written)"
+        return count, f"line {count}: cannot be confirmed as the last line: the head {head_path} is missing (lines cut off the end?)"
+    head = _read_head(head_path, full=True)
+    if head is None:
+        return max(count, 1), f"line {max(count, 1)}: cannot be confirmed as the last line: the head {head_path} is not a head record (garbled or forged)"
+    seq, last, mac = head
+    if key is not None and mac != _head_mac(key, seq, last):
+        return max(count, 1), f"line {max(count, 1)}: cannot be confirmed as the last line: the head's MAC does not match under the audit key (forged head)"
+    if seq > count:
+        return count + 1, f"line {count + 1}: missing; the log ends at line {count} but its head records line {seq} (lines cut off the end)"
+    if line_hash(raw_lines[seq - 1]) != last:
+        return seq, f"line {seq}: differs from the line its head recorded"
+    if seq < count:
+        notes.append(f"the head records line {seq} of {count}: lines {seq + 1}-{count} came after it (a crash between the log write and the head update)")
+    return None
+
+
+def _check_anchor(raw_lines: list[bytes], expect: dict[str, Any]) -> tuple[int, str] | None:
+    count = len(raw_lines)
+    seq, where = int(expect["seq"]), f" ({expect['source']})" if expect.get("source") else ""
+    if seq > count:
+        return count + 1, f"line {count + 1}: missing; the log ends at line {count} but the anchor{where} records line {seq} (lines cut off the end)"
+    if seq >= 1 and line_hash(raw_lines[seq - 1]) != str(expect["hash"]):
+        return seq, f"line {seq}: differs from the line the anchor{where} recorded (the log was replaced or rewritten)"
+    return None
+
+
+def verify(path: str, key: bytes | None = None, expect: dict[str, Any] | None = None) -> tuple[int, int | None, str]:
+    """``check`` as (lines read, first bad line number or None, message); a torn last line counts as bad here."""
+    verdict = check(path, key, expect)
+    if verdict.bad is None and verdict.torn:
+        return verdict.lines, verdict.torn["line"], f"line {verdict.torn['line']}: incomplete (no newline at the end of the file: a torn write)"
+    return verdict.lines, verdict.bad, verdict.message
+
+
+def _read_head(path: str, full: bool = False) -> Any:
+    """(seq, hash) of a head file, or with ``full`` (seq, hash, mac); None when it is missing or not a head."""
     try:
         with open(path, "rb") as handle:
             head = json.loads(handle.read().strip() or b"null")
-        return int(head["seq"]), str(head["hash"])
+        seq, last = int(head["seq"]), str(head["hash"])
+        if seq < 1:
+            return None
+        return (seq, last, head.get("mac")) if full else (seq, last)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

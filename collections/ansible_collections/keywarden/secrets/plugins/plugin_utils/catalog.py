@@ -30,18 +30,33 @@ KIND_STORED_FIELDS: dict[str, tuple[str, ...]] = {
     "tls_cert": ("certificate", "private_key"),
     "generic": ("value",),
 }
+# The target block of each kind: field -> (required, what it means). The ONE table to extend when a kind gains a
+# target field: validation (missing and unknown fields) and docs/security/secrets/catalog.md both derive from it.
+_TARGET_GROUP = "inventory group of the hosts that run the target server (provision and rotation act there)"
+_TARGET_DATABASE = "database the login may use; a consumer may receive it as the non-secret field `database`"
+_TARGET_ROLE = "login name; with `alternating_users` the logins are `<role>_a` and `<role>_b`, members of a NOLOGIN role `<role>`"
+KIND_TARGET_SCHEMA: dict[str, dict[str, tuple[bool, str]]] = {
+    "postgresql": {"group": (True, _TARGET_GROUP), "role": (True, _TARGET_ROLE), "database": (True, _TARGET_DATABASE)},
+    "mariadb": {"group": (True, _TARGET_GROUP), "role": (True, _TARGET_ROLE), "database": (True, _TARGET_DATABASE)},
+    "rabbitmq": {
+        "group": (True, _TARGET_GROUP),
+        "role": (True, _TARGET_ROLE),
+        "vhost": (False, "virtual host; a consumer may receive it as the non-secret field `vhost`"),
+    },
+    "redis": {"group": (True, _TARGET_GROUP)},
+    "api_key": {},
+    "tls_cert": {},
+    "generic": {},
+}
 # Non-secret fields a consumer may also receive; they come from the catalog's target block.
 KIND_TARGET_FIELDS: dict[str, tuple[str, ...]] = {
     "postgresql": ("database",),
     "mariadb": ("database",),
     "rabbitmq": ("vhost",),
 }
-# Kinds whose target must name a login role and a database.
+# Target fields each kind must set (derived from KIND_TARGET_SCHEMA).
 KIND_TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
-    "postgresql": ("group", "role", "database"),
-    "mariadb": ("group", "role", "database"),
-    "rabbitmq": ("group", "role"),
-    "redis": ("group",),
+    kind: tuple(name for name, (required, _) in fields.items() if required) for kind, fields in KIND_TARGET_SCHEMA.items()
 }
 
 # Every charset is safe unquoted in systemd EnvironmentFile=, docker compose env_file and POSIX sh.
@@ -79,14 +94,83 @@ _ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# The names the catalog accepts, for docs/security/secrets/catalog.md.
+NAME_PATTERNS: dict[str, re.Pattern[str]] = {
+    "secret name": _NAME_RE,
+    "environment": _ENVIRONMENT_RE,
+    "inventory group": _GROUP_RE,
+    "service": _SERVICE_RE,
+    "environment variable": _ENV_RE,
+}
 
-_SECRET_KEYS = {"kind", "description", "environments", "target", "policy", "consumers"}
-_POLICY_KEYS = {"max_age_days", "length", "charset", "strategy"}
-_CONSUMER_KEYS = {"group", "service", "env", "systemd_unit", "compose_service", "health_check"}
+# The fields of an entry, of its policy and of a consumer: name -> (required, what it holds). Validation rejects any
+# other field; docs/security/secrets/catalog.md is checked against these tables (tests/unit/.../test_catalog_doc.py).
+SECRET_FIELDS: dict[str, tuple[bool, str]] = {
+    "kind": (True, "one of the kinds below; decides the stored fields, the target block and the strategies"),
+    "description": (False, "free text for people (default empty)"),
+    "environments": (True, "the environments that have this credential, e.g. `[development, production]`"),
+    "target": (False, "where the credential is checked (the server that holds the login); fields per kind below"),
+    "policy": (False, "generator and rotation policy; every field has a default"),
+    "consumers": (True, "at least one: who receives the credential as environment variables"),
+}
+# policy field -> (default, what it holds); a default of None means "per kind" (DEFAULT_STRATEGY)
+POLICY_FIELDS: dict[str, tuple[Any, str]] = {
+    "max_age_days": (90, "days until a value is due for rotation, 1 to 3650"),
+    "length": (32, f"characters of a generated value, {MIN_LENGTH} to {MAX_LENGTH}"),
+    "charset": ("alnum", "alphabet of a generated value: " + ", ".join(CHARSETS)),
+    "strategy": (None, "how a rotation keeps consumers working; the kinds table lists the ones each kind supports"),
+}
+CONSUMER_FIELDS: dict[str, tuple[bool, str]] = {
+    "group": (True, "inventory group of the consuming hosts (a warning when it matches no host)"),
+    "service": (True, "service name: the file is `<service>.env`"),
+    "env": (True, "variable name (upper case) -> field of the credential (stored fields of the kind, or its non-secret target fields)"),
+    "systemd_unit": (False, "unit restarted when the file changes"),
+    "compose_service": (False, "docker compose service recreated when the file changes"),
+    "health_check": (False, "command run on the host after a restart; non-zero fails the rollout"),
+}
+_SECRET_KEYS = set(SECRET_FIELDS)
+_POLICY_KEYS = set(POLICY_FIELDS)
+_CONSUMER_KEYS = set(CONSUMER_FIELDS)
 
 
 class CatalogError(ValueError):
     """A catalog problem, with a message that names the entry and field to fix."""
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice (YAML forbids it; PyYAML would keep the last silently)."""
+
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(problem=f"duplicate key {key!r}")
+        self.key, self.first, self.second = key, first, second
+
+
+class UniqueKeys:
+    """Loader mixin: a key given twice in one mapping raises DuplicateKeyError (merge keys ``<<`` still override)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` overrides by design
+            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], line)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+
+
+class CatalogLoader(UniqueKeys, YAML_LOADER):  # type: ignore[misc,valid-type]
+    """YAML_LOADER (libyaml's parser when available) that refuses a key twice in one mapping.
+
+    Only the catalog uses it: people edit the catalog, and two ``app_db:`` entries would otherwise merge into the
+    last one. The store, which only keywarden writes, keeps the plain loader (bench/catalog_load: the check costs
+    the catalog a few percent).
+    """
 
 
 def load_catalog(path: str) -> dict[str, Any]:
@@ -97,7 +181,9 @@ def load_catalog(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise CatalogError(f"catalog {path}: cannot read it ({exc.strerror}); set keywarden_catalog_path to the catalog file") from None
     try:
-        data = yaml.load(raw, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+        data = yaml.load(raw, Loader=CatalogLoader)  # noqa: S506 - a safe loader
+    except DuplicateKeyError as exc:
+        raise CatalogError(f"catalog {path}: line {exc.second}: duplicate key {exc.key!r} (first at line {exc.first}); keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -132,9 +218,9 @@ def _check_policy(source: str, name: str, kind: str, policy: Any) -> dict[str, A
     if unknown:
         raise _fail(source, name, f"policy.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_POLICY_KEYS))}")
     out = {
-        "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", 90), 1, 3650),
-        "length": _check_int(source, name, "policy.length", policy.get("length", 32), MIN_LENGTH, MAX_LENGTH),
-        "charset": policy.get("charset", "alnum"),
+        "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", POLICY_FIELDS["max_age_days"][0]), 1, 3650),
+        "length": _check_int(source, name, "policy.length", policy.get("length", POLICY_FIELDS["length"][0]), MIN_LENGTH, MAX_LENGTH),
+        "charset": policy.get("charset", POLICY_FIELDS["charset"][0]),
         "strategy": policy.get("strategy") or DEFAULT_STRATEGY[kind],
     }
     if out["charset"] not in CHARSETS:
@@ -149,6 +235,11 @@ def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, A
         target = {}
     if not isinstance(target, dict):
         raise _fail(source, name, "target", "must be a mapping")
+    allowed = KIND_TARGET_SCHEMA[kind]
+    unknown = sorted((str(key) for key in set(target) - set(allowed)), key=str)
+    if unknown:
+        what = f"allowed for kind {kind}: {', '.join(allowed)}" if allowed else f"kind {kind} takes no target fields"
+        raise _fail(source, name, f"target.{unknown[0]}", f"unknown field; {what}")
     for key in KIND_TARGET_REQUIRED.get(kind, ()):
         value = target.get(key)
         if not isinstance(value, str) or not value:
@@ -242,6 +333,25 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
             "consumers": consumers,
         }
     return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}
+
+
+def unmatched_groups(catalog: dict[str, Any], environment: str, groups: dict[str, Any]) -> list[str]:
+    """Warnings, one line each: a target or consumer group of this environment's entries that matches no host of the
+    inventory (``groups``: Ansible's magic variable). Nothing would be provisioned, rotated or delivered there."""
+    warnings = []
+    for name, entry in sorted(secrets_for_environment(catalog, environment).items()):
+        group = entry["target"].get("group")
+        if group and not groups.get(group):
+            warnings.append(
+                f"secrets.{name}.target.group: group '{group}' matches no host in the inventory: nothing provisions or rotates {name} at its target"
+            )
+        for index, consumer in enumerate(entry["consumers"]):
+            if not groups.get(consumer["group"]):
+                warnings.append(
+                    f"secrets.{name}.consumers[{index}].group: group '{consumer['group']}' matches no host in the inventory: "
+                    f"no host receives {name} for service {consumer['service']}"
+                )
+    return warnings
 
 
 def secrets_for_environment(catalog: dict[str, Any], environment: str) -> dict[str, Any]:

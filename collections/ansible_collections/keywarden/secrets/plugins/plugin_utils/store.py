@@ -10,6 +10,11 @@ Guarantees:
   or the new store, never a torn one;
 - one writer at a time: an exclusive lock on ``<store>.lock``; a second writer is refused with a message
   naming the holder;
+- no write without its audit record: with an auditor, the records of a write are appended (fsync'ed) before
+  the store is written, and the store keeps the log's position after them (``audit_anchor``: seq and hash of
+  the last record) inside its encrypted data, so that lines cut off the log's end show against the store;
+- a store that is gone is never silently made anew: reading it names the latest revision and the restore
+  runbook (``missing_store_message``); creating a first store is an explicit act of the caller;
 - values never appear in exceptions or messages.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import errno
 import fcntl
 import getpass
 import json
@@ -33,7 +39,7 @@ from typing import Any
 import yaml
 from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_envelope, parse_vaulttext_envelope
 
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, Auditor
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, Auditor, anchor
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import YAML_DUMPER, YAML_LOADER, login_names
 
 STORE_FORMAT = 1
@@ -46,6 +52,10 @@ STAGES = ("current", "pending", "previous")
 READ_STAGES = (*STAGES, "live")
 DISTRIBUTING = "distributing"
 _VERSION_RE = re.compile(r"^secrets\.r(\d{6,})\.vault$")
+# Where the store keeps the audit log position of its last write (inside the encrypted data).
+ANCHOR_KEY = "audit_anchor"
+RESTORE_RUNBOOK = "docs/security/secrets/backup.md, playbooks/restore.yml"
+CREATE_HINT = "ansible-playbook playbooks/init.yml -e keywarden_store_create=true"
 
 
 class StoreError(Exception):
@@ -82,6 +92,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (a write on a nearly full disk may take only part of them before failing)."""
+    done = 0
+    while done < len(data):
+        done += os.write(fd, data[done:])
+
+
+def _hint(exc: OSError) -> str:
+    return "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix the permissions of the store directory"
+
+
 def vault_hint(environment: str) -> str:
     return f"run with --vault-id {environment}@scripts/secrets/vault-password-client"
 
@@ -93,6 +114,16 @@ def pick_secret(vault_secrets: list[tuple[str, Any]] | None, environment: str) -
             return secret
     known = ", ".join(sorted({vid for vid, _ in vault_secrets or []})) or "none"
     raise StoreError(f"no vault password for vault ID '{environment}' (passwords given for: {known}); {vault_hint(environment)}")
+
+
+def missing_store_message(store: Store) -> str:
+    """The one-line error for a store that does not exist: every caller (catalog check, init, reads) says this."""
+    versions = store.versions()
+    latest = f"latest revision in versions/: {versions[-1]}" if versions else f"no revision in {store.versions_dir}"
+    return (
+        f"store {store.path} of environment '{store.environment}' does not exist ({latest}): restore it ({RESTORE_RUNBOOK}); "
+        f"only for a new environment, create it on purpose: {CREATE_HINT}"
+    )
 
 
 class Store:
@@ -169,7 +200,7 @@ class Store:
         except FileNotFoundError:
             if missing_ok:
                 return self.empty()
-            raise StoreError(f"store {self.path} does not exist; create it with playbooks/init.yml for environment '{self.environment}'") from None
+            raise StoreError(missing_store_message(self)) from None
         except OSError as exc:
             raise StoreError(f"store {self.path} cannot be read ({exc.strerror})") from None
         return self._decrypt(raw, self.path)
@@ -180,8 +211,11 @@ class Store:
     # ---- locking ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"store lock {self.lock_path} cannot be opened ({exc.strerror}); {_hint(exc)}; the store was not changed") from None
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:
@@ -201,12 +235,15 @@ class Store:
                 "since": utcnow(),
                 "what": self.holder or "keywarden",
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            # who holds it, for the message of the next writer: best effort (a full disk must not stop the lock)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode(), 0)
             try:
                 yield
             finally:
-                os.ftruncate(fd, 0)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -221,29 +258,45 @@ class Store:
 
     # ---- writing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def update(self, event: str = "store") -> Iterator[dict[str, Any]]:
+    def update(self, event: str = "store", create: bool = False) -> Iterator[dict[str, Any]]:
         """Lock, read, let the caller change the data, write it back atomically if it changed.
 
-        With an auditor, the write is refused when the audit log cannot be opened, and each changed secret,
-        stage and field is recorded as ``event`` (with an HMAC of the new value) once the store is written.
+        With an auditor, each changed secret, stage and field is recorded as ``event`` (with an HMAC of the new
+        value and ``detail.revision``) and fsync'ed *before* the store is written; the store then holds the log's
+        position after those records (``audit_anchor``). When the records cannot be written, the store is not
+        changed; when the store write fails after them, a record with ``outcome: error`` follows (best effort).
+        A missing store whose ``versions/`` holds revisions is not made anew unless ``create`` (restore it instead).
         """
         with self.lock():
             data = self.read(missing_ok=True)
+            if not create and not self.exists() and self.versions():
+                raise StoreError(missing_store_message(self))
             original = copy.deepcopy(data)
             yield data
-            if data != original:
-                if self.audit is None:
-                    self._write(data)
-                    return
+            if data == original:
+                return
+            self.vault_secret()  # no password, no records of a write that cannot happen
+            revision = int(original.get("revision") or 0) + 1
+            if self.audit is not None:
+                entries = self.audit.write_entries(event, original, data, STAGES) or [self.audit.entry(event, change="updated")]
+                for entry in entries:
+                    entry.setdefault("detail", {})["revision"] = revision
                 try:
-                    self.audit.log.check_writable()
+                    written = self.audit.record_many(entries)
                 except AuditError as exc:
                     raise StoreError(f"{exc}; the store was not changed") from None
-                self._write(data)
-                try:
-                    self.audit.record_many(self.audit.write_entries(event, original or {}, data, STAGES))
-                except AuditError as exc:
-                    raise StoreError(f"store {self.path} was written (revision {data['revision']}) but {exc}") from None
+                position = anchor(written)
+                if position is not None:
+                    data[ANCHOR_KEY] = position
+            try:
+                self._write(data, revision)
+            except OSError as exc:
+                if self.audit is not None:
+                    with contextlib.suppress(AuditError):
+                        self.audit.record(event, outcome="error", revision=revision, change="not written", reason=exc.strerror or str(exc))
+                raise StoreError(
+                    f"store {self.path} cannot be written ({exc.strerror or exc}): revision {revision} was not written, the store is unchanged; {_hint(exc)}"
+                ) from None
 
     def _encrypt(self, data: dict[str, Any]) -> bytes:
         secret = pick_secret(self._vault_secrets, self.environment)
@@ -251,8 +304,8 @@ class Store:
         ciphertext = VaultAES256.encrypt(plaintext, secret)
         return format_vaulttext_envelope(ciphertext, "AES256", version="1.2", vault_id=self.environment) + b"\n"
 
-    def _write(self, data: dict[str, Any]) -> None:
-        data["revision"] = int(data.get("revision") or 0) + 1
+    def _write(self, data: dict[str, Any], revision: int) -> None:
+        data["revision"] = revision
         data["updated"] = utcnow()
         blob = self._encrypt(data)
         os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
@@ -266,9 +319,9 @@ class Store:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 half = len(blob) // 2
-                os.write(fd, blob[:half])
+                _write_all(fd, blob[:half])
                 _fault("store-mid-write")
-                os.write(fd, blob[half:])
+                _write_all(fd, blob[half:])
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -280,13 +333,16 @@ class Store:
                 with contextlib.suppress(FileExistsError):
                     os.link(self.path, keep_as)
             os.replace(tmp, self.path)
-            _fsync_dir(self.dir)
-            _fault("store-after-rename")
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._prune_versions()
+        # the new revision is in place: nothing after this point may report it as not written
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.dir)
+        _fault("store-after-rename")
+        with contextlib.suppress(OSError):
+            self._prune_versions()
 
     def _prune_versions(self) -> None:
         names = sorted(n for n in os.listdir(self.versions_dir) if _VERSION_RE.match(n))
