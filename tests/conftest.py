@@ -250,6 +250,21 @@ class Workspace:
         return state
 
 
+FAULTS = REPO / "tests" / "faults"
+
+
+@pytest.fixture
+def crash_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """Environment variables that make a child process die at a point of its n-th store write or audit append:
+    crash_env("store-after-rename:1"). The product has no fault hooks: tests/faults/sitecustomize.py wraps the OS calls."""
+
+    def make(spec: str) -> dict[str, str]:
+        counter = tmp_path / f"crash-counter-{secrets.token_hex(4)}"
+        return {"KEYWARDEN_TEST_CRASH": spec if ":" in spec else f"{spec}:1", "KEYWARDEN_TEST_CRASH_COUNTER": str(counter), "PYTHONPATH": str(FAULTS)}
+
+    return make
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Callable[..., Workspace]:
     """Factory: workspace(name="ws", environment="local", groups=ALL_GROUPS, store_dir=None)."""

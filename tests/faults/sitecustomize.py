@@ -7,7 +7,8 @@ it lives. Store writes are counted across the run's processes in the file ``KEYW
 
 Points: ``store-mid-write`` (half the temp file written), ``store-before-rename``, ``store-after-rename`` (the
 writer dies: ansible-playbook then stops the run, "A worker was found in a dead state"), ``run-after-write``
-(ansible-playbook and the writer die right after the rename: a controller that crashed between two phases).
+(ansible-playbook and the writer die right after the rename: a controller that crashed between two phases), and
+``audit-mid-append`` (half of the n-th append to an audit log, a ``*.log`` file opened for appending, written).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if _SPEC:
     _wanted = int(_nth or 1)
     _counter = os.environ["KEYWARDEN_TEST_CRASH_COUNTER"]
     _open, _write, _replace, _rename = os.open, os.write, os.replace, os.rename
-    _state: dict[str, int | None] = {"fd": None, "n": 0}
+    _state: dict[str, int | None] = {"fd": None, "n": 0, "log_fd": None, "appends": 0}
 
     def _count() -> int:
         fd = _open(_counter, os.O_RDWR | os.O_CREAT, 0o600)
@@ -49,9 +50,15 @@ if _SPEC:
         fd = _open(path, flags, mode, dir_fd=dir_fd)
         if _is_tmp(path) and flags & os.O_CREAT:
             _state["fd"], _state["n"] = fd, _count()
+        elif _point == "audit-mid-append" and flags & os.O_APPEND and os.fsdecode(path).endswith(".log"):
+            _state["log_fd"] = fd
         return fd
 
     def _write_hook(fd, data):  # type: ignore[no-untyped-def]
+        if _point == "audit-mid-append" and fd == _state["log_fd"] and _count() == _wanted:
+            _write(fd, bytes(data)[: len(data) // 2])
+            os.fsync(fd)
+            _die(False)
         if _point == "store-mid-write" and fd == _state["fd"] and _state["n"] == _wanted:
             _write(fd, bytes(data)[: len(data) // 2])
             os.fsync(fd)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from fullfs import Tmpfs
-from rotation_helpers import catalog, observe, pg_secret, provisioned, rotate, run_lock, setup_workspace
+from rotation_helpers import catalog, observe, pg_secret, provisioned, rotate, setup_workspace
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit
 
@@ -148,9 +148,40 @@ def test_a_disk_that_fills_during_a_rotation_breaks_nothing_and_the_next_run_con
         assert after.version == before.version + 1
         assert after.consumers_hold(after.current)
         assert after.current_login == after.current.user
-        assert not run_lock(ws).exists()
+        assert not after.lock, "the run lock was left after the rerun"
         assert not ws.leaks(resumed.output)
         checked = _verify_log(ws)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"holds the anchor (line {ws.store().read()['audit_anchor']['seq']} of store" in checked.stdout
         assert ws.store().read()["audit_anchor"]["seq"] > start
+
+
+@pytest.mark.parametrize("full", ["store", "audit"])
+def test_a_full_disk_at_lock_time_leaves_no_lock_and_a_clear_error(make_workspace: Callable[..., Any], template: Any, postgres: Any, full: str) -> None:
+    """Issue 10 item 9: the lock is a record taken by the same store write as the pending values (after their audit
+    records): a disk full at that moment leaves the store as it was, no lock, and a one-line error saying what to do."""
+    ws = setup_workspace(make_workspace, f"diskfull-lock-{full}", yaml.safe_load(template.catalog.read_text()), postgres, ("db", "app"))
+    data = yaml.safe_load(ws.catalog.read_text())
+    with contextlib.ExitStack() as mounts:
+        store_fs = mounts.enter_context(Tmpfs(ws.store_dir, 512))
+        audit_fs = mounts.enter_context(Tmpfs(ws.audit_dir, 512))
+        for source, dest in ((template.store_dir, ws.store_dir), (template.audit_dir, ws.audit_dir), (template.env_dir, ws.env_dir)):
+            _copy_into(source, dest)
+        for path in template.password_dir.iterdir():
+            shutil.copy2(path, ws.password_dir / path.name)
+        name = next(iter(data["secrets"]))
+        store_bytes = (ws.store_dir / "secrets.vault").read_bytes()
+        fs = {"store": store_fs, "audit": audit_fs}[full]
+        fs.fill()
+        failed = rotate(ws, only=name)
+        assert failed.returncode != 0, failed.explain()
+        line = failed.error_line("No space left on device")
+        assert line is not None and "free disk space" in line, failed.explain()
+        same = (ws.store_dir / "secrets.vault").read_bytes() == store_bytes
+        assert same, "the store changed although its write failed"
+        assert not ws.store().read().get("rotation_lock"), "a failed write at lock time left the rotation lock"
+        assert not [p for p in os.listdir(ws.store_dir) if p.startswith(".secrets.vault.tmp") or p == "rotation.lock"]
+        fs.free()
+        resumed = rotate(ws, only=name)
+        assert resumed.returncode == 0, resumed.explain()
+        assert _verify_log(ws).returncode == 0

@@ -157,10 +157,10 @@ def test_dry_run_apply_rescan_rerun(workspace) -> None:  # noqa: ANN001
     assert ws.store().read()["revision"] == revision
 
 
-def test_crash_after_store_write_resumes(workspace) -> None:  # noqa: ANN001
+def test_crash_after_store_write_resumes(workspace, crash_env) -> None:  # noqa: ANN001
     ws, legacy = _setup(workspace)
     before = legacy.state()
-    crashed = _run(ws, legacy.root, "--apply", ".", env_extra={"KEYWARDEN_FAULT_INJECT": "store-after-rename"})
+    crashed = _run(ws, legacy.root, "--apply", ".", env_extra=crash_env("store-after-rename"))
     assert crashed.returncode == -9, crashed.stderr
     # the store holds the values and the originals; catalog and sources are untouched
     assert sorted(_stored_digests(ws).values()) == sorted(digest(v) for v in legacy.values.values())

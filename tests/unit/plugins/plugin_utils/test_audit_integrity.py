@@ -19,6 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -198,13 +199,11 @@ writer.record_many([writer.entry("read", secret=f"c{n}", pad="p" * 300) for n in
 """
 
 
-def test_a_crash_mid_append_leaves_a_torn_tail_that_repairs(tmp_path: Path) -> None:
+def test_a_crash_mid_append_leaves_a_torn_tail_that_repairs(tmp_path: Path, crash_env: Callable[[str], dict[str, str]]) -> None:
     log = tmp_path / "audit.log"
     write_log(log, 2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARDEN_")}
-    crashed = subprocess.run(
-        [sys.executable, "-c", CRASH, str(log), KEY.hex()], env={**env, "KEYWARDEN_FAULT_INJECT": "audit-mid-append"}, capture_output=True, check=False
-    )
+    crashed = subprocess.run([sys.executable, "-c", CRASH, str(log), KEY.hex()], env={**env, **crash_env("audit-mid-append")}, capture_output=True, check=False)
     assert crashed.returncode == -9  # SIGKILLed half way through its write
     verdict = audit.check(str(log), KEY)
     assert verdict.status == audit.STATUS_TORN, verdict.message

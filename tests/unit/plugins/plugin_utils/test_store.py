@@ -63,7 +63,6 @@ def sha(data: Any) -> str:
 
 def child(args: dict[str, Any], env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARDEN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(COLLECTIONS), env.get("PYTHONPATH")]))
     env.update(env_extra or {})
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None
@@ -328,12 +327,12 @@ def test_store_of_another_environment_is_refused(filled: Env) -> None:
     ("point", "expect"),
     [("store-mid-write", "old"), ("store-before-rename", "old"), ("store-after-rename", "new")],
 )
-def test_crash_leaves_exactly_old_or_exactly_new(filled: Env, point: str, expect: str) -> None:
+def test_crash_leaves_exactly_old_or_exactly_new(filled: Env, point: str, expect: str, crash_env: Any) -> None:
     store = filled.store()
     old = store.read()
     old_digest = sha(old)
     value = secrets.token_urlsafe(24)
-    proc = child(filled.child_args(op="add", name="second", value=value), {"KEYWARDEN_FAULT_INJECT": point})
+    proc = child(filled.child_args(op="add", name="second", value=value), crash_env(point))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, stderr
 

@@ -36,7 +36,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -303,12 +302,6 @@ def anchor(written: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"seq": int(written[-1]["seq"]), "hash": line_hash(_encode(written[-1]))}
 
 
-def _fault(point: str) -> None:
-    """Crash-test hook (as the store's): KEYWARDEN_FAULT_INJECT=<point> SIGKILLs this process there; inert otherwise."""
-    if os.environ.get("KEYWARDEN_FAULT_INJECT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class AuditLog:
     """One audit log file. ``append`` adds records atomically with respect to every other writer."""
 
@@ -448,11 +441,10 @@ class AuditLog:
             lines.append(raw)
             written.append(line)
             prev = line_hash(raw)
-        # whole lines under the lock (no other writer can interleave); split in two only for the crash-test hook
+        # whole lines under the lock (no other writer can interleave); a write may take only part of them
         blob = b"\n".join(lines) + b"\n"
         try:
-            done = os.write(fd, blob[: len(blob) // 2 or 1])
-            _fault("audit-mid-append")
+            done = 0
             while done < len(blob):
                 done += os.write(fd, blob[done:])
             os.fsync(fd)

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import secrets as _secrets
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -70,18 +69,9 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fault(point: str) -> None:
-    """Crash-test hook: KEYWARDEN_FAULT_INJECT=<point> kills this process with SIGKILL at that point.
-
-    Tests use it to prove that a crash at each step leaves a consistent store; it is inert otherwise.
-    """
-    if os.environ.get("KEYWARDEN_FAULT_INJECT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def generate_value(length: int, alphabet: str) -> str:
     """A random value from the OS CSPRNG."""
-    return "".join(_secrets.choice(alphabet) for _ in range(length))
+    return "".join(_secrets.choice(alphabet) for _position in range(length))
 
 
 def _fsync_dir(path: str) -> None:
@@ -112,7 +102,7 @@ def pick_secret(vault_secrets: list[tuple[str, Any]] | None, environment: str) -
     for vault_id, secret in vault_secrets or []:
         if vault_id == environment:
             return secret
-    known = ", ".join(sorted({vid for vid, _ in vault_secrets or []})) or "none"
+    known = ", ".join(sorted({vid for vid, _secret in vault_secrets or []})) or "none"
     raise StoreError(f"no vault password for vault ID '{environment}' (passwords given for: {known}); {vault_hint(environment)}")
 
 
@@ -318,14 +308,10 @@ class Store:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                half = len(blob) // 2
-                _write_all(fd, blob[:half])
-                _fault("store-mid-write")
-                _write_all(fd, blob[half:])
+                _write_all(fd, blob)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fault("store-before-rename")
             if os.path.exists(self.path):
                 # keep the outgoing revision as an encrypted rollback copy (a hard link: no copy, no window)
                 old_revision = int(data["revision"]) - 1
@@ -340,7 +326,6 @@ class Store:
         # the new revision is in place: nothing after this point may report it as not written
         with contextlib.suppress(OSError):
             _fsync_dir(self.dir)
-        _fault("store-after-rename")
         with contextlib.suppress(OSError):
             self._prune_versions()
 
