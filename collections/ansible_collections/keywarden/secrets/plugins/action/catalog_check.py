@@ -15,7 +15,7 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import login_names, secrets_for_environment, unmatched_groups
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, required_var, resolve_var
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, resolve_var, settings
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, missing_store_message
 
 
@@ -25,10 +25,9 @@ class ActionModule(ControllerAction):
         task_vars = task_vars or {}
         args = self.arguments("catalog_check")
         try:
-            path = str(required_var(task_vars, self._templar, "keywarden_catalog_path", args["path"]))
+            conf = settings(task_vars, self._templar, self._loader, {"catalog_path": args["path"], "environment": args["environment"], "store_dir": args["store_dir"]})
+            path, environment, store_dir = conf["catalog_path"], conf["environment"], conf["store_dir"]
             catalog = catalog_for(task_vars, self._templar, path)
-            environment = str(required_var(task_vars, self._templar, "keywarden_environment", args["environment"]))
-            store_dir = str(required_var(task_vars, self._templar, "keywarden_store_dir", args["store_dir"]))
             create = boolean(resolve_var(task_vars, self._templar, "keywarden_store_create", args["store_create"]) or False, strict=False)
         except AnsibleError as exc:
             return {**result, "failed": True, "msg": str(exc)}
