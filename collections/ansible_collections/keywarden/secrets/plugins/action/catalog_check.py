@@ -25,7 +25,8 @@ class ActionModule(ControllerAction):
         task_vars = task_vars or {}
         args = self.arguments("catalog_check")
         try:
-            conf = settings(task_vars, self._templar, self._loader, {"catalog_path": args["path"], "environment": args["environment"], "store_dir": args["store_dir"]})
+            explicit = {"catalog_path": args["path"], "environment": args["environment"], "store_dir": args["store_dir"]}
+            conf = settings(task_vars, self._templar, self._loader, explicit)
             path, environment, store_dir = conf["catalog_path"], conf["environment"], conf["store_dir"]
             catalog = catalog_for(task_vars, self._templar, path)
             create = boolean(resolve_var(task_vars, self._templar, "keywarden_store_create", args["store_create"]) or False, strict=False)
