@@ -287,7 +287,10 @@ def test_restore_refuses_and_changes_nothing(made: Any, keys: Keys, workspace: C
         env = script_env(ws, KEYWARDEN_AUDIT_KEY_FILE=str(tmp_path / "missing.key"))
     elif problem == "another-audit-key":
         other = tmp_path / "other.key"
-        load_key(str(other), create=True)
+        # a key file of another environment (a fresh key is only written with a new log's first line)
+        fd = os.open(other, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex() + "\n")
         env = script_env(ws, KEYWARDEN_AUDIT_KEY_FILE=str(other))
     elif problem == "rotation-running":
         # a live rotation run on this host holds the lock (a lease record in the store); the archive is as new

@@ -135,7 +135,7 @@ def test_disaster_recovery_drill(workspace: Callable[..., Any], postgres: Any, c
     )
 
     # ---- a working environment: store, logins, .env files in the consumer containers
-    site = ws.run("playbooks/site.yml", "-e", f"@{postgres.vars_file}")
+    site = ws.run("playbooks/site.yml", "-e", f"@{postgres.vars_file}", "-e", "keywarden_store_create=true")
     assert site.returncode == 0, site.explain()
     logins = {service: c.login(postgres.port) for service, c in consumers.items()}
     assert set(logins.values()) <= {"app_a", "app_b"}, logins

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 from test_audit_runs import runner_run
 
@@ -175,8 +176,24 @@ def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path
         "keywarden_audit_scan_owners": [],
         "keywarden_audit_scan_report_dir": str(ws.root / "audit-scan"),
     }
+    # backup and restore need keys (an age identity made here, its public key as the recipient) and a place
+    keys = tmp_path_factory.mktemp("leak-age")
+    identity = pyrage.x25519.Identity.generate()
+    (keys / "identity.txt").write_text(str(identity) + "\n")
+    (keys / "recipients.txt").write_text(str(identity.to_public()) + "\n")
+    backups = str(ws.root / "backups")
+    playbook_vars: dict[str, dict[str, Any]] = {
+        "audit.yml": audit_vars,
+        "backup.yml": {"keywarden_backup_recipients_file": str(keys / "recipients.txt"), "keywarden_backup_dir": backups},
+        "restore.yml": {
+            "keywarden_restore_archive": "latest",
+            "keywarden_restore_identity_file": str(keys / "identity.txt"),
+            "keywarden_restore_backup_dir": backups,
+        },
+        "report.yml": {"keywarden_report_dir": str(ws.root / "report")},
+    }
     for index, (name, extra) in enumerate([*ORDER, *[(o, ()) for o in others]]):
-        args = (*extra, "-e", json.dumps(audit_vars)) if name == "audit.yml" else extra
+        args = (*extra, "-e", json.dumps(playbook_vars[name])) if name in playbook_vars else extra
         proc = gate.run(f"{index}:{name}", REPO / "playbooks" / name, *args)
         # every playbook, the ones added later included: a run that failed proves nothing about leaks
         assert proc.returncode == 0, f"{name} rc {proc.returncode}: " + gate.ws.redact(proc.stdout[-3000:])

@@ -164,6 +164,11 @@ def test_decide_keeps_a_rotation_whose_host_never_answered():
     assert out["keep"] == ["x"] and out["abandon"] == [] and set(out["failed"]["x"]) == {"db1", "db2"}
 
 
+def test_decide_distributes_a_value_that_no_target_holds():
+    out = rotation.decide([_item("session_key", group=None)], {}, {})
+    assert out["distribute"] == ["session_key"] and out["failed"] == {}
+
+
 def test_decide_fails_a_rotation_whose_target_group_is_empty():
     out = rotation.decide([_item("x", group="nowhere")], {}, {})
     assert out["failed"]["x"] == {"group nowhere": "no host in the inventory"}

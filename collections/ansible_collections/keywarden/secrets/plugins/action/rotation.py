@@ -27,9 +27,10 @@ def _hosts(groups: dict[str, list[str]], names: list[str]) -> list[str]:
 
 
 def _can_rotate(entry: dict[str, Any]) -> str | None:
-    if driver_for(entry["kind"]) is None:
+    driver = driver_for(entry["kind"])
+    if driver is None:
         return f"no rotation driver for kind {entry['kind']} in this release: rotate it by hand (docs/security/secrets/rotation.md)"
-    return None
+    return driver.rotatable(entry)
 
 
 def _only(value: Any) -> list[str]:

@@ -190,7 +190,7 @@ def load_key(path: str, create: bool = True) -> bytes:
     return AuditKey(key, path)
 
 
-def _write_new_key(key: AuditKey) -> None:
+def _write_new_key(key: AuditKey) -> AuditKey:
     """Write a key made by ``load_key``; a key another process wrote first wins, and then this one must not sign."""
     directory = os.path.dirname(key.path)
     tmp = f"{key.path}.tmp.{os.getpid()}"
@@ -212,10 +212,12 @@ def _write_new_key(key: AuditKey) -> None:
             os.unlink(tmp)
     except OSError as exc:
         raise AuditError(f"audit key {key.path} cannot be created ({exc.strerror}); create it (mode 0600) or set KEYWARDEN_AUDIT_KEY_FILE") from None
-    if not landed and load_key(key.path, create=False) != key:
-        raise AuditError(f"audit key {key.path} was created by another run at the same moment; nothing was recorded: run again")
-    key.new = False
     _NEW_KEYS.pop(key.path, None)
+    if not landed:
+        # another run wrote its key first, and nothing was signed with this one yet: use that run's key
+        return load_key(key.path, create=False)  # type: ignore[return-value]
+    key.new = False
+    return key
 
 
 # ---- the actor -----------------------------------------------------------------------------------------
@@ -340,6 +342,24 @@ class AuditLog:
         if ENABLED:
             os.close(self._open())
 
+    def settle_key(self) -> bytes:
+        """The key this log is signed with, final: a key made by this process is written now (a new log) or replaced by
+        the one another run wrote while this one waited (see ``_settle_key``). For a caller that signs something else
+        with the key (a backup manifest) before it appends."""
+        if not getattr(self._key, "new", False):
+            return self._key
+        if not os.path.exists(self.path):
+            # no log yet (and none is made here: an empty log is a finding): just the key, as a new log's first line would
+            self._key = _write_new_key(self._key)  # type: ignore[arg-type]
+            return self._key
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._settle_key(os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return self._key
+
     def append(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and append records under the log's lock, fsync, then forward to syslog when asked.
 
@@ -393,11 +413,18 @@ class AuditLog:
         if not getattr(key, "new", False):
             return
         if size or _read_head(self.head_path) is not None:
+            path = getattr(key, "path", None)
+            if path and os.path.exists(path):
+                # another run started this log (and wrote its key) while this one waited for the lock: use that key;
+                # the last line is checked under it before anything is appended
+                self._key = load_key(path, create=False)
+                _NEW_KEYS.pop(path, None)
+                return
             raise AuditError(
                 f"audit key {getattr(key, 'path', '?')} does not exist, but audit log {self.path} does: a new key would not verify it; "
                 f"restore the key file from your backup, or point KEYWARDEN_AUDIT_KEY_FILE at this environment's key"
             )
-        _write_new_key(key)  # type: ignore[arg-type]
+        self._key = _write_new_key(key)  # type: ignore[arg-type]
 
     def _tail(self, fd: int, size: int) -> tuple[str, int]:
         """(hash, seq) of the last line, checked: complete, a record, signed with this key; genesis for a new log."""
@@ -493,7 +520,8 @@ class Auditor:
         self.host = host
 
     def value_hmac(self, value: str) -> str:
-        return value_hmac(self.log._key, value)  # noqa: SLF001
+        # under the key the line will be signed with: a key made by this process is settled first
+        return value_hmac(self.log.settle_key(), value)
 
     def entry(
         self,

@@ -639,6 +639,12 @@ def create_backup(
     key = load_audit_key(sources)
     auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key), env, who, host=host)
     try:
+        # the manifest is signed with the key the log is signed with: a key made here is settled (written, or the
+        # one a concurrent first run wrote) before it signs anything
+        key = auditor.log.settle_key()
+    except _audit.AuditError as exc:
+        raise BackupError(f"{exc}; no backup was made") from None
+    try:
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise BackupError(f"backup directory {backup_dir} cannot be created ({exc.strerror}); set keywarden_backup_dir") from None

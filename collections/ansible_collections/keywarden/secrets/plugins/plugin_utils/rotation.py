@@ -153,6 +153,10 @@ def decide(
     out: dict[str, Any] = {"distribute": [], "abandon": [], "rollback": {}, "keep": [], "failed": {}}
     for item in rotations:
         name = item["name"]
+        if not item["target_group"]:
+            # nothing to set anywhere (a value only its consumers hold): distribute it
+            out["distribute"].append(name)
+            continue
         hosts = list(groups.get(item["target_group"], []))
         got = {host: (reports.get(host) or {}).get(name) for host in hosts}
         if hosts and all(report and report.get("ok") for report in got.values()):

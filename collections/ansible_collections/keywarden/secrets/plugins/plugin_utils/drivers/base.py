@@ -17,7 +17,8 @@ The engine calls, on each target host:
 - ``revoke(target, items, stage)``: retire a value consumers no longer use (a Redis password, an API key after its
   overlap window). Only called when ``retire_after`` says so.
 
-and on the controller: ``logins(entry)`` (the login names of the entry's strategy), ``new_fields(entry, current)``
+and on the controller: ``rotatable(entry)`` (None, or why this entry cannot be rotated by the engine and what to do
+instead), ``logins(entry)`` (the login names of the entry's strategy), ``new_fields(entry, current)``
 (the pending value's fields: a fresh password, the other login), ``holds(entry)`` (whether a pending value that was
 set must be undone before it is forgotten) and ``retire_after(entry)`` (seconds after promotion until the outgoing
 value is revoked; None: never, it stays valid until the next rotation replaces it).
@@ -78,6 +79,11 @@ class Driver:
             first, second = self.logins(entry)
             fields["username"] = second if current.get("username") == first else first
         return fields
+
+    def rotatable(self, entry: dict[str, Any]) -> str | None:
+        """None when the engine can rotate this entry; else why not and what to do instead (the run then fails naming
+        it, e.g. an API key that only its issuer's web console can make)."""
+        return None
 
     def holds(self, entry: dict[str, Any]) -> bool:
         return entry["policy"]["strategy"] == "single_user"
