@@ -106,7 +106,7 @@ def test_token_formats() -> None:
 
 
 def test_private_key_and_jwt() -> None:
-    body = secrets.token_urlsafe(48)
+    body = base64.b64encode(secrets.token_bytes(48)).decode()
     pem = f"key: |\n  -----BEGIN RSA PRIVATE KEY-----\n  {body}\n  -----END RSA PRIVATE KEY-----\n"  # keywarden: allow (generated body)
     assert _rules(pem, "k.yml") == [(2, "private-key")]
     assert _rules(f"cert: |\n  -----BEGIN CERTIFICATE-----\n  {body}\n", "k.yml") == []
