@@ -119,7 +119,7 @@ _NOT_SECRET_TOKENS = frozenset(
      "string", "title", "at", "date", "time", "timestamp", "created", "expired", "reqd", "allowed", "flag", "flags", "option", "options", "opt",
      "arg", "args", "attr", "attribute", "attributes", "column", "col", "status", "state", "info", "details", "detail", "support", "supported",
      "enforced", "regexp", "validate", "request", "response", "handler", "callback", "func", "function", "model", "schema", "form", "input",
-     "widget", "view", "spec", "obj", "object", "updates", "sent", "used"}
+     "widget", "view", "spec", "obj", "object", "updates", "sent", "used", "renewal", "override", "warning", "strategy"}
 )  # fmt: skip
 # a first token that is a verb makes the key an action or a switch about a credential (`update_password: always`,
 # `generate_secret: true`), not the credential; adjectives (`new_`, `old_`, `default_`, `admin_`) do not
@@ -127,7 +127,7 @@ _ACTION_TOKENS = frozenset(
     {"update", "change", "reset", "generate", "gen", "force", "verify", "check", "validate", "show", "hide", "display", "expire", "allow",
      "require", "use", "skip", "ignore", "sync", "return", "encrypt", "hash", "no", "empty", "random", "prompt", "ask", "read", "get", "fetch",
      "load", "save", "write", "create", "delete", "remove", "rotate", "revoke", "list", "is", "has", "can", "should", "must", "needs", "include",
-     "exclude", "export", "import", "manage", "copy", "send", "print", "log", "mask", "lookup", "find", "search"}
+     "exclude", "export", "import", "manage", "copy", "send", "print", "log", "mask", "lookup", "find", "search", "reuse", "renew", "override"}
 )  # fmt: skip
 # what may follow a credential word glued into one name segment (`secretkey`, `passwordvalue`); anything else makes it
 # another thing (`secretname`, `passwordhashvalues`, `tokenurl`)
@@ -143,7 +143,10 @@ _SECRET_ID_KEYS = frozenset({"secret_id", "secretid"})
 _PLACEHOLDER_RE = re.compile(
     r"(?i)^(?:<[^>]*>.*|\[[^\]]*\]|\(+[^)]*\)+|x{3,}|\.{3,}|…|#+|-+|_+|\?+|null|none|nil|~|true|false|yes|no|on|off|undefined|tbd|todo|fixme|"
     r"redacted|masked|hidden|placeholder|secret|secrets|password|passwords|passwd|pass|pwd|token|key|apikey|api[-_]key|credentials?|"
-    r"value|values|username|user|field|string|str|bool|int|required|optional|not[-_ ]?set|unset|empty|\w+:(?:none|null)|"
+    r"value|values|username|user|field|string|str|bool|boolean|int|integer|list|dict|required|optional|not[-_ ]?set|unset|empty|\w+:(?:none|null)|"
+    # switches and modes that sit under credential-looking option names (`update_password: always`)
+    r"enabled?|disabled?|always|never|auto|automatic|auto[-_]generated?|generated?|random|default|present|absent|on[-_]create|manual|prompt|"
+    r"plain(?:text)?|clear(?:text)?|encrypted|hashed|hidden|visible|sensitive|secure|text|input|"
     r"change[-_. ]?(?:me|it|this)(?:[-_. ].*)?|replace[-_. ]?me.*|set[-_. ]?me|fill[-_. ]?me|please[-_. ].*|"
     r"your[-_. ]?.*|.*[-_. ]here|dummy.*|sample|fake|"
     r"\d{1,3}|[0-9.]+[smhdw]?)$"
@@ -156,7 +159,8 @@ _REFERENCE_RE = re.compile(
     r"\{\{|\{%|\$\{|^\$+[A-Za-z_(]|\$\(|^`|%\([\w.]+\)[sd]|^%[sdv]$|^ENC\[|ENC\[AES256_GCM|^!vault|\$ANSIBLE_VAULT|\blookup\s*\(|\bquery\s*\(|"
     r"os\.environ|getenv|process\.env|ENV\[|System\.getenv|^@Value\(|^\{[^{}]*\}$|^%[\w.]+%$|^\$\w+\$$|^%env\(|^env\(|^secret\(|^<%=|^#\{|"
     r"^@\w+@$|^__\w+__$|/run/secrets/|^file://|^arn:|\{\w*\}|^\{[A-Za-z_]|-----BEGIN |"
-    r"%[-+ #0-9.]*[sdv]\b|%\[\d+\][sdv]|"
+    # printf verbs between separators (`%s:%s@%s`), not a `%` inside a random key
+    r"(?:^|(?<=[\s/:@=.,'\"(\[]))%[-+#0-9.]*[sdv](?=$|[\s/:@.,;?&)'\"\]-])|%\[\d+\][sdv]|"
     # encrypted values: OpenSSL `Salted__`, HashiCorp transit, AWS KMS ciphertext
     r"^U2FsdGVkX1|^vault:v\d+:|^AQICAH"
 )
@@ -207,7 +211,7 @@ _OR_DEFAULT_RE = re.compile(
 _NAME_VALUE_RE = re.compile(
     r"[\"']?name[\"']?[ \t]*:[ \t]*[\"']?([A-Za-z_][\w.-]*)[\"']?[ \t]*(?:,[ \t]*|\r?\n[ \t]*(?:-[ \t]+)?)[\"']?value[\"']?[ \t]*:[ \t]*"
 )
-_ENV_CONTEXT_RE = re.compile(r"(?i)env|environ|config|setting")
+_ENV_CONTEXT_RE = re.compile(r"(?i)env|environ|config|setting|define")
 _FORMAT_RE = re.compile(r"%[-+ #0-9.]*[sdvqr]|%\[\d+\][sdv]")  # printf verbs: `user:%s@host`
 _CALLEE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:()")
 
@@ -229,7 +233,8 @@ _LOCKFILE_NAMES = frozenset(
 # credential files: the name says what the single line inside is (`db_password.txt`, `.secret`, `api-token`)
 _SECRET_FILE_EXTS = frozenset({"", ".txt", ".secret", ".pass", ".password", ".pwd", ".token", ".key", ".cred", ".creds"})
 _SECRET_FILE_WORDS = frozenset({"password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "credential", "credentials", "apikey"})
-_KEY_VALUE_LINE_RE = re.compile(r"^[A-Za-z_][\w.-]*\s*[:=]")
+# `DB_PASSWORD=…`, `db.password: …`: a settings line, read by the assignment rules instead
+_KEY_VALUE_LINE_RE = re.compile(r"^(?:[A-Z_][A-Z0-9_]{2,}|[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)+)\s*[:=]")
 
 
 class Finding:
@@ -286,6 +291,8 @@ def file_kind(path: str) -> str:
         return "lockfile"
     if lower == ".env" or lower.startswith(".env.") or lower.endswith(".env"):
         return "env"
+    if lower in (".netrc", "_netrc"):
+        return "netrc"
     if lower.startswith(("dockerfile", "containerfile")) or lower.endswith((".dockerfile", ".containerfile")):
         return "dockerfile"
     ext = os.path.splitext(lower)[1]
@@ -398,7 +405,7 @@ def _literal(value: str, key: str, prose: re.Pattern[str] = _THREE_WORDS_RE) -> 
         return False
     if _REFERENCE_RE.search(value) or _OTHER_VALUE_RE.search(value):
         return False
-    if len(set(value.lower())) <= 2:
+    if _FILLER_RE.match(value):
         return False
     if "/" in value and _PATH_RE.match(value):
         return False
@@ -413,6 +420,7 @@ def _literal(value: str, key: str, prose: re.Pattern[str] = _THREE_WORDS_RE) -> 
 
 
 _SEPARATORS_RE = re.compile(r"[-_.]+")
+_FILLER_RE = re.compile(r"^(?:(.)\1{2,})+$|^(.)\2*$")  # `XXXYYY`, `aaaa`
 
 
 def _default_in(value: str) -> tuple[int, int, str] | None:
@@ -449,11 +457,24 @@ def _value_span(text: str, pos: int, line_end: int, kind: str, sep: str, inline:
         return span
     if kind in ("code", "json", "toml") or first == "#":
         return None
+    if first == "&" and kind == "yaml":
+        # `key: &anchor value`: the value follows the anchor
+        while pos < line_end and text[pos] not in " \t":
+            pos += 1
+        while pos < line_end and text[pos] in " \t":
+            pos += 1
+        if pos >= line_end:
+            return None
+        first = text[pos]
+        if first in "\"'":
+            return _quoted(text, pos, line_end)
     if first in "!|>&*{[(" and kind == "yaml" and sep == ":":
         return None
     if kind == "doc":
         # prose and snippets: the rest of the line is the value, and words separated by spaces are a sentence
         end = line_end
+        if "{" in text[text.rfind("\n", 0, pos) + 1 : pos]:
+            end = min((at for at in (text.find(",", pos, end), text.find("}", pos, end)) if at >= 0), default=end)
         while end > pos and text[end - 1] in " \t\r`*|,;":
             end -= 1
         value = text[pos:end]
@@ -518,11 +539,14 @@ def _jwt_header(token: str) -> bool:
 
 def _url_password(password: str) -> bool:
     """A URL's password is a credential however short or word-like, unless it is a placeholder or a reference."""
-    if password.isdigit():
-        return True
-    if _PLACEHOLDER_RE.match(password) or _REFERENCE_RE.search(password) or ("%" in password and _FORMAT_RE.search(password)):
-        return False
-    return len(set(password)) > 1
+    return not (_URL_PLACEHOLDER_RE.match(password) or _REFERENCE_RE.search(password) or ("%" in password and _FORMAT_RE.search(password)))
+
+
+# in a URL even `no` or `3m` is a password: only markup, fillers and the field's own name stand in for one
+_URL_PLACEHOLDER_RE = re.compile(
+    r"(?i)^(?:<[^>]*>|\[[^\]]*\]|x{3,}|\*{3,}|\.{3,}|…|_+|-+|password|passwd|pass|pwd|secret|token|changeme|change[-_]me|"
+    r"your[-_.]?.*|.*[-_.]here|redacted|placeholder)$"
+)
 
 
 def _scan_urls(text: str, hits: list[Hit]) -> None:
@@ -622,7 +646,7 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
         if not sep:
             # whitespace separator: `ENV KEY value` in a Dockerfile, `--password value` on a command line
             stripped = prefix.strip()
-            if not (key.startswith("--") or (kind == "dockerfile" and stripped.upper() in ("ENV", "ARG"))):
+            if not (key.startswith("--") or kind == "netrc" or (kind == "dockerfile" and stripped.upper() in ("ENV", "ARG"))):
                 continue
         head = prefix.rstrip().rstrip("\"'").rstrip()
         jinja = prefix.rfind("{{")
@@ -640,7 +664,14 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
         pos = sep_match.end()
         # `host ansible_password=x ansible_user=y`: past the line's first key, a value ends at whitespace
         inline = kind in ("ini", "env") and head not in ("", "export", "set", "-")
-        span = _value_span(text, pos, line_end, kind, sep, inline)
+        if sep == "=" and text[b] == "=" and kind in ("code", "json", "toml") and pos < line_end and text[pos] not in "\"'`" and _in_string(prefix):
+            # `"Server=db;User Id=sa;Password=…;"`, `"host=db password=…"`: a connection string inside a literal
+            end = pos
+            while end < line_end and text[end] not in ";\"'`& \t":
+                end += 1
+            span = (pos, end) if end > pos else None
+        else:
+            span = _value_span(text, pos, line_end, kind, sep, inline)
         if span is None:
             continue
         vs, ve = span
@@ -660,12 +691,15 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
                 continue
             comment = prefix.lstrip().startswith(("#", "//", ";", "--", "*")) or " #" in prefix or (codeish and " //" in prefix)
             if (codeish or comment) and (_WORD_RE.match(value) or _CODE_NAME_RE.match(value)):
-                continue
+                # in code a word is mostly a name (`"api_key": "overlap"`), except a quoted word given as a password
+                # (`connect(user="postgres", password="postgres")`): sample applications run with such values
+                if comment or not quoted or _key_class(key) != "password" or not _WORD_RE.match(value):
+                    continue
             if kind == "code" and quoted:
                 after = text[ve + 1 : ve + 4].lstrip()
                 if after[:1] in ("+", "%", ".", "[") or after.startswith("{"):
                     continue
-        if not _literal(value, key, _TWO_WORDS_RE if codeish or kind == "doc" else _THREE_WORDS_RE):
+        if not _literal(value, key, _THREE_WORDS_RE if kind in ("env", "ini", "inventory", "netrc") else _TWO_WORDS_RE):
             continue
         hits.append((a, vs, ve, "hardcoded-" + _key_class(key), "high", key.strip("-\"'"), how))
 
@@ -688,6 +722,15 @@ def _scan_name_values(text: str, kind: str, hits: list[Hit]) -> None:
             ve -= 1
         if _literal(text[vs:ve], name):
             hits.append((match.start(), vs, ve, "hardcoded-" + _key_class(name), "high", name, "name-value"))
+
+
+def _in_string(prefix: str) -> bool:
+    """Whether a key sits in a string of `k=v` pairs: inside an open quote, at its start or after another `k=v`."""
+    for quote in ('"', "'"):
+        if prefix.count(quote) % 2 == 1:
+            inside = prefix[prefix.rfind(quote) + 1 :]
+            return not inside.strip() or "=" in inside
+    return False
 
 
 def _scan_secret_file(text: str, hits: list[Hit]) -> None:
