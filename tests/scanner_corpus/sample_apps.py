@@ -305,7 +305,7 @@ def _other_formats(g: AppGen) -> list[tuple[str, list[Case]]]:
             (["{", '  "db": {', '    "host": "localhost",'], False, "other"),
             ([f'    "password": "{g.wordlike()}",'], True, "word-like"),
             (['    "passwordMinLength": 12', "  },"], False, "other"),
-            (['  "session": { "secret": "' + g.s(32) + '" }'], True, "plain"),
+            ([f'  "session": {{ "secret": "{g.s(32)}" }}'], True, "plain"),
             (["}"], False, "other"),
         ]),
         ("frontend/src/i18n/en.json", [

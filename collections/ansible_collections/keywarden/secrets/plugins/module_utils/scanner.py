@@ -658,6 +658,8 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             continue
         if kind == "code" and sep == ":" and head and not head.endswith(("{", ",", "(")):
             continue
+        if codeish and sep == ":" and text[a - 1] not in "\"'" and _in_string(prefix):
+            continue  # `"    password:"`: a key inside a string literal is text (a YAML line being built, a message)
         if kind == "code" and sep == "=" and a > 0 and text[a - 1] in "\"'":
             # `b'DB_PASSWORD='`: a key inside a string literal, not an assignment
             continue
