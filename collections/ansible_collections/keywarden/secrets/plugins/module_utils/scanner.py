@@ -152,8 +152,9 @@ _PLACEHOLDER_RE = re.compile(
     r"\d{1,3}|[0-9.]+[smhdw]?)$"
 )
 # anywhere in a value: filler runs (`XXXX`, `***`), an example marker (`…EXAMPLE`, `example-key`), an elided
-# tail (`AKIA...`). A bare `example` is no placeholder: `POSTGRES_PASSWORD: example` is the password it sets.
-_PLACEHOLDER_PART_RE = re.compile(r"X{4,}|x{4,}|\*{3,}|EXAMPLE|(?i:^example[-_.]|[-_.]example$)|(?:\.\.\.|…)$")
+# tail (`AKIA...`), a run of the alphabet. A bare `example` is no placeholder: `POSTGRES_PASSWORD: example` is
+# the password it sets.
+_PLACEHOLDER_PART_RE = re.compile(r"X{4,}|x{4,}|\*{3,}|EXAMPLE|(?i:^example[-_.]|[-_.]example$|0123456789|abcdefghijk)|(?:\.\.\.|…)$")
 # References read a value from elsewhere: templates, variables, lookups, command substitutions, secret files
 _REFERENCE_RE = re.compile(
     r"\{\{|\{%|\$\{|^\$+[A-Za-z_(]|\$\(|^`|%\([\w.]+\)[sd]|^%[sdv]$|^ENC\[|ENC\[AES256_GCM|^!vault|\$ANSIBLE_VAULT|\blookup\s*\(|\bquery\s*\(|"
@@ -182,7 +183,7 @@ _VERSION_PART_RE = re.compile(r"^(?:[~^=v]|[<>]=?|[=!~]=)?\d+(?:\.(?:\d+|[xX*]))
 _VERSION_SPLIT = re.compile(r"\s*(?:\|\||,)\s*|\s+")
 # snake_case, camelCase or UPPER_CASE names made of words (`user_password`, `newPassword`, `NEW_PASSWORD`), not
 # random strings that happen to fit
-_IDENTIFIER_RE = re.compile(r"^[a-z]{2,}(?:_[a-z]{2,}[0-9]*)+$|^[a-z]{2,}(?:[A-Z][a-z]{2,})+$|^[A-Z]{2,}(?:_[A-Z0-9]{2,})+$")
+_IDENTIFIER_RE = re.compile(r"^[a-z]{2,}(?:[_-][a-z]{2,}[0-9]*)+$|^[a-z]{2,}(?:[A-Z][a-z]{2,})+$|^[A-Z]{2,}(?:_[A-Z0-9]{2,})+$")
 # in code: camelCase, PascalCase of three words or more, CONSTANT_NAMES of three, dotted names (`hasData`,
 # `IntelVtdPassThrough`, `VALUE_SPECIFIED_IN_NO_LOG`, `module.Class`, `a.b.c`)
 _CODE_NAME_RE = re.compile(
@@ -649,6 +650,8 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             if not (key.startswith("--") or kind == "netrc" or (kind == "dockerfile" and stripped.upper() in ("ENV", "ARG"))):
                 continue
         head = prefix.rstrip().rstrip("\"'").rstrip()
+        if kind == "doc" and _IMAGE_QUERY_RE.search(prefix):
+            continue  # `badge.svg?token=…`: an image URL's query is public by design (a badge token)
         jinja = prefix.rfind("{{")
         if jinja >= 0 and "}}" not in prefix[jinja:]:
             # `{{ x | combine({'root_password': vm.root_password}) }}`: a key inside a Jinja expression is code
@@ -724,6 +727,9 @@ def _scan_name_values(text: str, kind: str, hits: list[Hit]) -> None:
             ve -= 1
         if _literal(text[vs:ve], name):
             hits.append((match.start(), vs, ve, "hardcoded-" + _key_class(name), "high", name, "name-value"))
+
+
+_IMAGE_QUERY_RE = re.compile(r"\.(?:svg|png|gif)\?[^\s)\]]*$")
 
 
 def _in_string(prefix: str) -> bool:
