@@ -192,6 +192,8 @@ _CODE_NAME_RE = re.compile(
 # plain words and identifiers: in code and prose they are names (`"api_key": "overlap"`), not credentials
 _WORD_RE = re.compile(r"^[a-z]+(?:[ _.-][a-z]+)*$")
 _CODE_KINDS = frozenset({"code", "generic", "template"})
+# the words and camelCase a password is written in (`postgres`, `secretPass`), not a constant or a dotted name
+_PASSWORD_WORD_RE = re.compile(r"^[a-z]+(?:[ _.-][a-z]+)*$|^[A-Za-z][a-z]+(?:[A-Z][a-z]+)+$")
 _CALL_RE = re.compile(r"^[\w.]+(?:\(|\[)")
 _CODE_EXPR_RE = re.compile(r"^[\w.]+(?:\(|\[)|^[A-Za-z_]\w*\.[A-Za-z_][\w.]*$|^(?:self|this|args|opts|options|config|settings|params|request|kwargs)\b")
 
@@ -348,7 +350,11 @@ def secret_key(key: str) -> bool:
 def _credential_word(tok: str, i: int, tokens: list[str]) -> str:
     """The credential word that name segment ``tok`` is or ends with ('' if none). Words match as name
     segments (`db_password`, `dbPassword`, `PGPASSWORD`), never inside another word (`fs-minipass`)."""
-    if tok in ("pwd", "passwd", "pass", "passphrase", "pw") or tok.endswith(("pwd", "passwd", "passphrase")):
+    last = i == len(tokens) - 1
+    if tok in ("pass", "pw"):
+        # short words are credentials only as the head noun: `smtp_pass`, not `pass_through_dma_support`
+        return "password" if last else ""
+    if tok in ("pwd", "passwd", "passphrase") or tok.endswith(("pwd", "passwd", "passphrase")):
         return "password"
     at = tok.find("passw")
     if at >= 0 and _glued_tail(tok, at, ("password", "passwort", "passwd", "passw")):
@@ -358,7 +364,6 @@ def _credential_word(tok: str, i: int, tokens: list[str]) -> str:
     at = tok.find("secret")
     if at >= 0 and _glued_tail(tok, at, ("secret",)):
         return "secret"
-    last = i == len(tokens) - 1
     if tok in ("token", "apitoken", "authtoken", "accesstoken", "bearer") or (tok.endswith("token") and len(tok) > 5 and last):
         return "token"
     if tok in ("apikey", "secretkey", "accesskey", "privatekey", "authkey", "signingkey", "masterkey", "encryptionkey", "appkey", "licensekey"):
@@ -698,7 +703,7 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             if (codeish or comment) and (_WORD_RE.match(value) or _CODE_NAME_RE.match(value)):
                 # in code a word is mostly a name (`"api_key": "overlap"`), except a quoted word given as a password
                 # (`connect(user="postgres", password="postgres")`): sample applications run with such values
-                if comment or not quoted or _key_class(key) != "password" or not _WORD_RE.match(value):
+                if comment or not quoted or _key_class(key) != "password" or not _PASSWORD_WORD_RE.match(value):
                     continue
             if kind == "code" and quoted:
                 after = text[ve + 1 : ve + 4].lstrip()
