@@ -454,8 +454,8 @@ def _value_span(text: str, pos: int, line_end: int, kind: str, sep: str, inline:
         return None
     first = text[pos]
     if first in "\"'`":
-        if kind == "json" and first != '"':
-            return None
+        if (kind == "json" and first != '"') or (first == "`" and kind not in _CODE_KINDS):
+            return None  # outside code a backtick runs a command: `TOKEN=\`cat /etc/app/token\``
         span = _quoted(text, pos, line_end)
         if span is None:
             return None
@@ -627,6 +627,8 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             a -= 1
         while b < n and text[b] in _KEY_CHARS:
             b += 1
+        if a > 0 and text[a - 1] == "\\" and text[a] in "ntr":
+            a += 1  # `"…\nTOKEN=…"`: the escape is not part of the key
         seen_key_end = b
         key = text[a:b]
         if not secret_key(key):
@@ -674,10 +676,10 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
         pos = sep_match.end()
         # `host ansible_password=x ansible_user=y`: past the line's first key, a value ends at whitespace
         inline = kind in ("ini", "env") and head not in ("", "export", "set", "-")
-        if sep == "=" and text[b] == "=" and kind in ("code", "json", "toml") and pos < line_end and text[pos] not in "\"'`" and _in_string(prefix):
+        if sep == "=" and kind in ("code", "json", "toml") and _in_string(prefix):
             # `"Server=db;User Id=sa;Password=…;"`, `"host=db password=…"`: a connection string inside a literal
             end = pos
-            while end < line_end and text[end] not in ";\"'`& \t":
+            while text[b] == "=" and end < line_end and text[end] not in ";\"'`& \t\\":
                 end += 1
             span = (pos, end) if end > pos else None
         else:
@@ -802,7 +804,7 @@ def explain(rule: str, key: str, how: str, value: str) -> str:
         body = " followed by key material" if rule == "private-key" else ""
         return f"{rule}: {where}{body}"
     return (
-        f"{rule}: {where}; value: {_shape(value)}; not empty, not a placeholder (<…>, xxx, changeme, your_…, example, the bare noun), "
+        f"{rule}: {where}; value: {_shape(value)}; not empty, not a placeholder (<…>, xxx, changeme, your_…, the field's own name), "
         "not a reference (${…}, {{…}}, $(…), lookup, env, path, version)"
     )
 
@@ -1144,6 +1146,7 @@ def sarif(findings: Iterable[Finding], tool_version: str = SCANNER_VERSION) -> d
                         "level": level.get(f.severity, "error"),
                         "message": {"text": f"hardcoded credential ({f.rule}): {f.excerpt}"},
                         "partialFingerprints": {"keywardenFingerprint/v1": f.fingerprint},
+                        "properties": {"explain": f.explain},
                         "locations": [
                             {
                                 "physicalLocation": {
