@@ -141,7 +141,7 @@ _SECRET_ID_KEYS = frozenset({"secret_id", "secretid"})
 # (`password`, `secret`). A value that merely *contains* such a word (`mysecretpassword`, `demo_2024`) is no
 # placeholder: sample applications run with exactly such values.
 _PLACEHOLDER_RE = re.compile(
-    r"(?i)^(?:<[^>]*>.*|\[[^\]]*\]|\(+[^)]*\)+|x{3,}|\.{3,}|…|#+|-+|_+|\?+|null|none|nil|~|true|false|yes|no|on|off|undefined|tbd|todo|fixme|"
+    r"(?i)^(?:<[^>]*>.*|\[[^\]]*\]|\(+[^)]*\)+|x{3,}|\*+|\.{3,}|…|#+|-+|_+|\?+|null|none|nil|~|true|false|yes|no|on|off|undefined|tbd|todo|fixme|"
     r"redacted|masked|hidden|placeholder|secret|secrets|password|passwords|passwd|pass|pwd|token|key|apikey|api[-_]key|credentials?|"
     r"value|values|username|user|field|string|str|bool|boolean|int|integer|list|dict|required|optional|not[-_ ]?set|unset|empty|\w+:(?:none|null)|"
     # switches and modes that sit under credential-looking option names (`update_password: always`)
@@ -154,7 +154,7 @@ _PLACEHOLDER_RE = re.compile(
 # anywhere in a value: filler runs (`XXXX`, `***`), an example marker (`…EXAMPLE`, `example-key`), an elided
 # tail (`AKIA...`), a run of the alphabet. A bare `example` is no placeholder: `POSTGRES_PASSWORD: example` is
 # the password it sets.
-_PLACEHOLDER_PART_RE = re.compile(r"X{4,}|x{4,}|\*{3,}|EXAMPLE|(?i:^example[-_.]|[-_.]example$|0123456789|abcdefghijk)|(?:\.\.\.|…)$")
+_PLACEHOLDER_PART_RE = re.compile(r"X{4,}|x{4,}|\*{4,}|EXAMPLE|(?i:^example[-_.]|[-_.]example$|0123456789|abcdefghijk)|(?:\.\.\.|…)$")
 # References read a value from elsewhere: templates, variables, lookups, command substitutions, secret files
 _REFERENCE_RE = re.compile(
     r"\{\{|\{%|\$\{|^\$+[A-Za-z_(]|\$\(|^`|%\([\w.]+\)[sd]|^%[sdv]$|^ENC\[|ENC\[AES256_GCM|^!vault|\$ANSIBLE_VAULT|\blookup\s*\(|\bquery\s*\(|"
@@ -187,7 +187,7 @@ _IDENTIFIER_RE = re.compile(r"^[a-z]{2,}(?:[_-][a-z]{2,}[0-9]*)+$|^[a-z]{2,}(?:[
 # in code: camelCase, PascalCase of three words or more, CONSTANT_NAMES of three, dotted names (`hasData`,
 # `IntelVtdPassThrough`, `VALUE_SPECIFIED_IN_NO_LOG`, `module.Class`, `a.b.c`)
 _CODE_NAME_RE = re.compile(
-    r"^[a-z]+(?:[A-Z][a-z]+)+$|^(?:[A-Z][a-z]+){3,}$|^[A-Z]+(?:_[A-Z]+){2,}$|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,}$|^[a-z_]\w*\.[A-Z][A-Za-z]+$"
+    r"^[a-z]+(?:[A-Z][a-z]+)+$|^(?:[A-Z][a-z]+){3,}$|^[A-Z]+(?:_[A-Z]+){2,}$|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,}$|^[a-z_][a-z0-9_]*\.[A-Z][a-z]+(?:[A-Z][a-z]+)*$"
 )
 # plain words and identifiers: in code and prose they are names (`"api_key": "overlap"`), not credentials
 _WORD_RE = re.compile(r"^[a-z]+(?:[ _.-][a-z]+)*$")
@@ -237,7 +237,8 @@ _LOCKFILE_NAMES = frozenset(
 _SECRET_FILE_EXTS = frozenset({"", ".txt", ".secret", ".pass", ".password", ".pwd", ".token", ".key", ".cred", ".creds"})
 _SECRET_FILE_WORDS = frozenset({"password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "credential", "credentials", "apikey"})
 # `DB_PASSWORD=…`, `db.password: …`: a settings line, read by the assignment rules instead
-_KEY_VALUE_LINE_RE = re.compile(r"^(?:[A-Z_][A-Z0-9_]{2,}|[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)+)\s*[:=]")
+_KEY_VALUE_LINE_RE = re.compile(r"^([A-Za-z_][\w.-]*)\s*[:=]")
+_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{2,}$")
 
 
 class Finding:
@@ -751,7 +752,10 @@ def _in_string(prefix: str) -> bool:
 def _scan_secret_file(text: str, hits: list[Hit]) -> None:
     """A file named like a credential whose whole content is one token-like line (a docker secret, a token file)."""
     body = text.strip()
-    if not body or len(body) > 512 or any(c.isspace() for c in body) or _KEY_VALUE_LINE_RE.match(body):
+    if not body or len(body) > 512 or any(c.isspace() for c in body):
+        return
+    setting = _KEY_VALUE_LINE_RE.match(body)
+    if setting and (_ENV_NAME_RE.match(setting.group(1)) or secret_key(setting.group(1))):
         return
     if _literal(body, "password"):
         vs = text.index(body)
