@@ -89,7 +89,7 @@ _DSN_RE = re.compile(r"([\w.-]{1,64}):([^\s@:/'\"<>`()]{1,128})@(?:tcp|unix)\(")
 # taken apart in Python (cached), which keeps the regex engine on a literal-ish scan.
 _KEY_ANCHOR = re.compile(r"p(?:ass|wd|w(?![a-z]))|secret|token|key|auth|cred|webhook")  # on lower-cased text
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-_SEP_RE = re.compile(r"[\"']?[ \t]*(?:(:=|=>|=(?!=)|:(?=[ \t]|$|[\"']))|(?<=[\w])(?=[ \t]+[^\s=:]))[ \t]*", re.M)
+_SEP_RE = re.compile(r"[\"']?\]?[ \t]*(?:(:=|=>|=(?!=)|:(?=[ \t]|$|[\"']))|(?<=[\w])(?=[ \t]+[^\s=:]))[ \t]*", re.M)
 _TOKEN_SPLIT = re.compile(r"[_.\-]+|(?<=[a-z0-9])(?=[A-Z])")
 # `pass` counts as a name segment (`smtp_pass`, `smtpPass`); glued to a word it mostly is another word
 # (`minipass`, `bypass`, `compass`), except after these credential contexts (`dbpass`, `keypass`, `requirepass`)
@@ -477,8 +477,9 @@ def _value_span(text: str, pos: int, line_end: int, kind: str, sep: str, inline:
             return _quoted(text, pos, line_end)
     if first in "!|>&*{[(" and kind == "yaml" and sep == ":":
         return None
-    if kind == "doc":
-        # prose and snippets: the rest of the line is the value, and words separated by spaces are a sentence
+    if kind == "doc" and sep != "=":
+        # prose and snippets: the rest of the line is the value, and words separated by spaces are a sentence;
+        # `KEY=value` (a shell line in a code block) ends at whitespace like in a script
         end = line_end
         if "{" in text[text.rfind("\n", 0, pos) + 1 : pos]:
             end = min((at for at in (text.find(",", pos, end), text.find("}", pos, end)) if at >= 0), default=end)
@@ -671,13 +672,13 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             continue
         if codeish and sep == ":" and text[a - 1] not in "\"'" and _in_string(prefix):
             continue  # `"    password:"`: a key inside a string literal is text (a YAML line being built, a message)
-        if kind == "code" and sep == "=" and a > 0 and text[a - 1] in "\"'":
+        if kind == "code" and sep == "=" and a > 0 and text[a - 1] in "\"'" and text[b] == "=":
             # `b'DB_PASSWORD='`: a key inside a string literal, not an assignment
             continue
         pos = sep_match.end()
         # `host ansible_password=x ansible_user=y`: past the line's first key, a value ends at whitespace
         inline = kind in ("ini", "env") and head not in ("", "export", "set", "-")
-        if sep == "=" and kind in ("code", "json", "toml") and _in_string(prefix):
+        if sep == "=" and kind in ("code", "json", "toml") and text[b] not in "\"'" and _in_string(prefix):
             # `"Server=db;User Id=sa;Password=…;"`, `"host=db password=…"`: a connection string inside a literal
             end = pos
             while text[b] == "=" and end < line_end and text[end] not in ";\"'`& \t\\":
