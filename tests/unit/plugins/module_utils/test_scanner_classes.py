@@ -205,6 +205,24 @@ def test_url_placeholders_are_not_credentials(url: str) -> None:
     assert _rules(f'dsn = "{url}"\n', "app.py") == []
 
 
+# ---- other places a literal credential sits ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("app.py", "app.config['SECRET_KEY'] = '{v}'\n"),
+        ("README.md", "docker run -e POSTGRES_PASSWORD={v} -d postgres\n"),
+        (".netrc", "machine api.example.org login deploy password {v}\n"),
+        ("docker-compose.yml", "x-db: &db\n  POSTGRES_PASSWORD: &pw {v}\n"),
+        ("main.tf", 'resource "aws_db_instance" "db" {{\n  password = "{v}"\n}}\n'),
+        ("ecs-task.json", '{{"environment": [{{"name": "DB_PASSWORD", "value": "{v}"}}]}}\n'),
+        ("App.java", 'private static final String DB_PASSWORD = "{v}";\n'),
+    ],
+)
+def test_more_places_a_literal_sits(path: str, template: str) -> None:
+    value = _pw()
+    _assert_found(template.format(v=value), path, value, "hardcoded-")
+
+
 # ---- word-like values under unmistakable keys ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("path", "template"),
