@@ -9,8 +9,8 @@ speed    CPU seconds (the child's own, `time.process_time` around the scan) on r
 quality  precision and recall per class on the sample-application set (tests/scanner_corpus/sample_apps.py,
          built at run time from `--seed`), both engines; findings per MB by rule on every real tree, both
          engines; with `--review FILE`, the after-findings joined with their hand-review classes.
-memory   peak RSS of the after engine on synthetic trees of growing size (`--sizes`, MiB; this repository's
-         text files plus the Ansible-shaped corpus, copied): it must stay flat.
+memory   peak RSS of both engines on synthetic trees of growing size (`--sizes`, MiB; this repository's text
+         files plus the Ansible-shaped corpus, copied; findings streamed, not kept): it must stay flat.
 
 Usage:  bench/scanner/bench.py [--before REV] [--tree PATH]... [--rounds N] [--no-ds] [--seed N]
                                [--sizes 4,16] [--review FILE] [--out FILE]
@@ -55,8 +55,12 @@ else:
     spec = importlib.util.spec_from_file_location("engine_" + tool, engine)
     scanner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(scanner)
-    result = scanner.scan_paths([root], relative_to=root)
-    found = [(f.path, f.line, f.rule) for f in result.findings]
+    if sys.argv[6] == "count":  # the memory check: findings are handed over, not kept, as the CLI's streaming could
+        result = scanner.scan_paths([root], on_finding=lambda f: None)
+        found = [("", 0, "")] * result.finding_count
+    else:
+        result = scanner.scan_paths([root], relative_to=root)
+        found = [(f.path, f.line, f.rule) for f in result.findings]
     size = result.bytes_scanned
 cpu = time.process_time() - start
 print(json.dumps({"tool": tool, "cpu_s": cpu, "bytes": size, "findings": found,
@@ -64,9 +68,9 @@ print(json.dumps({"tool": tool, "cpu_s": cpu, "bytes": size, "findings": found,
 """
 
 
-def _run(tool: str, root: Path, engine: Path | None) -> dict:
+def _run(tool: str, root: Path, engine: Path | None, mode: str = "keep") -> dict:
     out = subprocess.run(
-        ["taskset", "-c", "0", sys.executable, "-c", CHILD, tool, str(root), str(REPO / "tests"), str(REPO / "collections"), str(engine or "")],
+        ["taskset", "-c", "0", sys.executable, "-c", CHILD, tool, str(root), str(REPO / "tests"), str(REPO / "collections"), str(engine or ""), mode],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
@@ -154,7 +158,7 @@ def _repo_text_files() -> list[Path]:
     return files
 
 
-def memory(sizes: list[float], tmp: Path) -> list[dict]:
+def memory(sizes: list[float], engines: dict[str, Path], tmp: Path) -> list[dict]:
     seed_dir = tmp / "_seed"
     build(seed_dir / "corpus", 7, files_per_format=4)
     for path in _repo_text_files():
@@ -167,9 +171,12 @@ def memory(sizes: list[float], tmp: Path) -> list[dict]:
         tree = tmp / f"mem{size:g}"
         for i in range(max(1, round(size * 2**20 / unit))):
             shutil.copytree(seed_dir, tree / f"copy{i:04d}")
-        r = _run("after", tree, REPO / ENGINE)
-        rows.append({"mib": r["bytes"] / 2**20, "cpu_s": r["cpu_s"], "maxrss_mib": r["maxrss_kib"] / 1024})
-        print(f"memory: {rows[-1]['mib']:.1f} MiB scanned, peak RSS {rows[-1]['maxrss_mib']:.1f} MiB")
+        row: dict = {}
+        for name in ("before", "after"):
+            r = _run(name, tree, engines[name], "count")
+            row.update({"mib": r["bytes"] / 2**20, f"{name}_maxrss_mib": r["maxrss_kib"] / 1024})
+        rows.append(row)
+        print(f"memory: {row['mib']:.1f} MiB scanned, peak RSS before {row['before_maxrss_mib']:.1f} MiB, after {row['after_maxrss_mib']:.1f} MiB")
         shutil.rmtree(tree)
     return rows
 
@@ -200,7 +207,7 @@ def main() -> int:
             print(f"review of {trees[-1]}: {last['review']}")
         for entry in results["trees"].values():
             del entry["_after_findings"]
-        results["memory"] = memory([float(s) for s in args.sizes.split(",") if s], tmp)
+        results["memory"] = memory([float(s) for s in args.sizes.split(",") if s], engines, tmp)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
