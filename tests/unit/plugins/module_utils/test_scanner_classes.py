@@ -263,6 +263,7 @@ def test_placeholders_are_not_credentials(value: str) -> None:
         ("README.md", "[![codecov](https://codecov.io/gh/o/r/graph/badge.svg?token=AbCd3fGh1J)](https://codecov.io/gh/o/r)\n"),
         ("README.md", "netapp_password: <ONTAP admin account password>\nSet `export DB_PASSWORD=<your password>` first.\n"),
         ("en.json", '{"password": "Password", "confirmPassword": "Confirm password"}\n'),
+        ("monitoring.md", '```json\n{"alerts": [{"secret": "app_db", "kind": "postgresql"}]}\n```\n'),
         ("constants.py", 'UPDATE_PASSWORD = "v1/objects/users/{}/password"\nURL_TOKEN = "{url}/realms/{realm}/protocol/openid-connect/token"\n'),
         ("tasks.yml", "cloud_init: \"{{ cloud_init | combine({'root_password': vm.root_password | default(vm.profile.root_password)}) }}\"\n"),
     ],

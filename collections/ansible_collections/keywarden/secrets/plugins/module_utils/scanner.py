@@ -704,10 +704,12 @@ def _scan_assignments(text: str, low: str, kind: str, hits: list[Hit]) -> None:
             if not quoted and ((codeish and _CODE_EXPR_RE.match(value)) or (kind not in ("env", "ini") and _CALL_RE.match(value))):
                 continue
             comment = prefix.lstrip().startswith(("#", "//", ";", "--", "*")) or " #" in prefix or (codeish and " //" in prefix)
-            if (codeish or comment) and (_WORD_RE.match(value) or _CODE_NAME_RE.match(value)):
-                # in code a word is mostly a name (`"api_key": "overlap"`), except a quoted word given as a password
-                # (`connect(user="postgres", password="postgres")`): sample applications run with such values
-                if comment or not quoted or _key_class(key) != "password" or not _PASSWORD_WORD_RE.match(value):
+            if (codeish or comment or kind == "doc") and (_WORD_RE.match(value) or _CODE_NAME_RE.match(value)):
+                # in code and docs a word is mostly a name (`"api_key": "overlap"`, `"secret": "app_db"`), except a
+                # word given as a password (`connect(user="postgres", password="postgres")`): sample applications
+                # run with such values
+                given = quoted or kind == "doc"
+                if comment or not given or _key_class(key) != "password" or not _PASSWORD_WORD_RE.match(value):
                     continue
             if kind == "code" and quoted:
                 after = text[ve + 1 : ve + 4].lstrip()
