@@ -186,8 +186,10 @@ _VERSION_SPLIT = re.compile(r"\s*(?:\|\||,)\s*|\s+")
 _IDENTIFIER_RE = re.compile(r"^[a-z]{2,}(?:[_-][a-z]{2,}[0-9]*)+$|^[a-z]{2,}(?:[A-Z][a-z]{2,})+$|^[A-Z]{2,}(?:_[A-Z0-9]{2,})+$")
 # in code: camelCase, PascalCase of three words or more, CONSTANT_NAMES of three, dotted names (`hasData`,
 # `IntelVtdPassThrough`, `VALUE_SPECIFIED_IN_NO_LOG`, `module.Class`, `a.b.c`)
+_NAME_PART = r"(?:[a-z_][a-z0-9_]*|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)*|[a-z]+(?:[A-Z][a-z0-9]+)+)"
 _CODE_NAME_RE = re.compile(
-    r"^[a-z]+(?:[A-Z][a-z]+)+$|^(?:[A-Z][a-z]+){3,}$|^[A-Z]+(?:_[A-Z]+){2,}$|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,}$|^[a-z_][a-z0-9_]*\.[A-Z][a-z]+(?:[A-Z][a-z]+)*$"
+    r"^[a-z]+(?:[A-Z][a-z]+)+$|^(?:[A-Z][a-z]+){3,}$|^[A-Z]+(?:_[A-Z]+){2,}$|"
+    rf"^{_NAME_PART}(?:\.{_NAME_PART}){{2,}}$|^[a-z_][a-z0-9_]*\.[A-Z][a-z]+(?:[A-Z][a-z]+)*$"
 )
 # plain words and identifiers: in code and prose they are names (`"api_key": "overlap"`), not credentials
 _WORD_RE = re.compile(r"^[a-z]+(?:[ _.-][a-z]+)*$")
