@@ -86,6 +86,23 @@ def test_baseline_accepts_known_findings_only(tree: tuple[Path, list[str]]) -> N
     assert [(f["path"], f["line"]) for f in json.loads(again.stdout)] == [("./group_vars/all.yml", 5)]
 
 
+def test_explain_names_the_rule_without_the_value(tree: tuple[Path, list[str]]) -> None:
+    root, values = tree
+    plain = scan(".", cwd=root)
+    explained = scan("--explain", ".", cwd=root)
+    assert explained.returncode == 1
+    lines = explained.stdout.splitlines()
+    # each finding line is followed by its explanation, which starts with the finding's rule
+    assert [line for line in lines if not line.startswith("    why: ")] == plain.stdout.splitlines()
+    whys = [(lines[i].split(": ")[1].split(" ")[0], lines[i + 1]) for i in range(0, len(lines), 2)]
+    assert len(whys) == 3 and all(why.startswith(f"    why: {rule}: ") for rule, why in whys)
+    assert not _leaks(explained, values)
+    as_json = json.loads(scan("--format", "json", ".", cwd=root).stdout)
+    assert all(f["explain"].startswith(f["rule"] + ": ") for f in as_json)
+    sarif = json.loads(scan("--format", "sarif", ".", cwd=root).stdout)
+    assert all(r["properties"]["explain"] for r in sarif["runs"][0]["results"])
+
+
 def test_allow_comment(tmp_path: Path) -> None:
     (tmp_path / "a.yml").write_text(f"---\ntest_password: {_pw()}  # keywarden: allow (fixture for the login test)\n")
     assert scan("a.yml", cwd=tmp_path).returncode == 0

@@ -79,11 +79,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 findings:
-  description: Credentials found; values never appear, only masked excerpts and fingerprints.
+  description:
+    - Credentials found; values never appear, only masked excerpts and fingerprints.
+    - C(explain) names the rule and why the value read as neither placeholder nor reference (its length band and
+      character classes, never its characters), to help tune a baseline.
   returned: always
   type: list
   elements: dict
-  sample: [{path: /srv/app/.env, line: 3, rule: hardcoded-password, severity: high, fingerprint: 0f1e..., excerpt: "DB_PASSWORD=********"}]
+  sample:
+    - {path: /srv/app/.env, line: 3, rule: hardcoded-password, severity: high, fingerprint: 0f1e..., excerpt: "DB_PASSWORD=********",
+       explain: "hardcoded-password: assigned to 'DB_PASSWORD', a name that says credential; value: 16-31 characters of lower-case, digits; ..."}
 permission_problems:
   description: Secret files with a mode wider than max_mode or an owner not in owners.
   returned: always
