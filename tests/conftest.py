@@ -1,256 +1,20 @@
-"""Shared fixtures: isolated workspaces for real ansible-playbook runs, a throwaway PostgreSQL.
-
-Secret values never reach an assertion or an assertion message: tests compare SHA-256 digests, modes and
-variable names. Playbook output shown on failure has every value of the workspace's store redacted first.
-"""
+"""Fixtures shared by the test suites: workspaces (an isolated keywarden setup each), an initialized and a delivered
+store, throwaway servers, crash injection. What they are built from lives in support.py."""
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
-import re
 import secrets
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-COLLECTIONS = REPO / "collections"
-
-from ansible.parsing.vault import VaultSecret
-from ansible.plugins.loader import init_plugin_loader
-
-# Ansible's collection loader, as ansible-playbook installs it: plugins then load by FQCN (lookup_loader.get)
-# and `ansible_collections.keywarden.secrets...` imports resolve the same way in tests and in real runs.
-init_plugin_loader([str(COLLECTIONS)])
-
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError
-
-CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
-CATALOG = REPO / "config" / "secrets" / "catalog.yml"
-PG_SCRIPT = REPO / "scripts" / "demo" / "postgres"
-ALL_GROUPS = ("db", "cache", "app", "worker")
-_RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
-
-
-def digest(data: Any) -> str:
-    """SHA-256 of a value (bytes, str, or anything YAML can dump canonically): what tests compare instead of values."""
-    if isinstance(data, str):
-        data = data.encode()
-    elif not isinstance(data, bytes):
-        data = yaml.safe_dump(data, sort_keys=True).encode()
-    return hashlib.sha256(data).hexdigest()
-
-
-def _tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
-
-
-class PlaybookResult:
-    def __init__(self, args: list[str], returncode: int, output: str, redact: Callable[[str], str]) -> None:
-        self.args = args
-        self.returncode = returncode
-        self.output = output
-        self._redact = redact
-
-    def recap(self) -> dict[str, int]:
-        match = _RECAP_RE.search(self.output)
-        if not match:
-            return {}
-        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups()), strict=True))
-
-    def error_line(self, *fragments: str) -> str | None:
-        """The first output line holding every fragment: a one-line error that says what to fix."""
-        for line in self.output.splitlines():
-            if all(fragment in line for fragment in fragments):
-                return line
-        return None
-
-    def explain(self) -> str:
-        """Tail of the output for an assertion message, with every known secret value redacted."""
-        return f"ansible-playbook {' '.join(self.args)} -> rc {self.returncode}\n" + self._redact(self.output)[-6000:]
-
-
-class Workspace:
-    """An isolated keywarden setup in a temp dir: inventory (localhost), catalog copy, vault passwords, store, env dir."""
-
-    def __init__(
-        self,
-        root: Path,
-        environment: str = "local",
-        groups: tuple[str, ...] = ALL_GROUPS,
-        store_dir: Path | None = None,
-    ) -> None:
-        self.root = root
-        self.environment = environment
-        self.inventory = root / "inventory"
-        self.store_dir = store_dir or root / "store"
-        self.env_dir = root / "srv"
-        self.password_dir = root / "vault-pass"
-        self.catalog = root / "catalog.yml"
-        self.playbook_dir = root / "playbooks"
-        # each workspace has its own audit log and key, outside the store dir (snapshots compare that dir)
-        self.audit_dir = root / "audit"
-        self.audit_log = self.audit_dir / "audit.log"
-        self.audit_key = self.audit_dir / "audit.key"
-        for directory in (self.inventory / "group_vars" / "all", self.playbook_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.password_dir.mkdir(mode=0o700, exist_ok=True)
-        self.audit_dir.mkdir(mode=0o700, exist_ok=True)
-        shutil.copyfile(CATALOG, self.catalog)
-        hosts = {
-            "all": {
-                "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
-                "children": {group: {"hosts": {"localhost": None}} for group in groups},
-            }
-        }
-        (self.inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
-        group_vars = {
-            "keywarden_environment": environment,
-            "keywarden_store_dir": str(self.store_dir),
-            "keywarden_catalog_path": str(self.catalog),
-            "keywarden_env_dir": str(self.env_dir),
-            # empty: the account the play runs as (no facts needed)
-            "keywarden_env_owner": "",
-            "keywarden_env_group": "",
-            "keywarden_env_manage_services": False,
-            # in group_vars (not only the environment of Workspace.run) so that every runner of this inventory audits here
-            "keywarden_audit_log": str(self.audit_log),
-            "keywarden_audit_key_file": str(self.audit_key),
-        }
-        (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))
-
-    # ---- vault passwords ----------------------------------------------------------------------
-    def set_password(self, vault_id: str, password: str | None = None) -> str:
-        password = password or secrets.token_urlsafe(24)
-        path = self.password_dir / vault_id
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password + "\n")
-        os.chmod(path, 0o600)
-        return password
-
-    def password(self, vault_id: str) -> str:
-        return (self.password_dir / vault_id).read_text().strip()
-
-    def store(self, environment: str | None = None) -> Store:
-        environment = environment or self.environment
-        vault_secrets = []
-        if (self.password_dir / environment).exists():
-            vault_secrets.append((environment, VaultSecret(self.password(environment).encode())))
-        return Store(str(self.store_dir), environment, vault_secrets)
-
-    def clone_store(self, other: Workspace, env_dir: bool = False) -> None:
-        """Take a copy of another workspace's store and vault passwords (and its delivered .env files): modes kept."""
-        pairs = [(other.store_dir, self.store_dir)] + ([(other.env_dir, self.env_dir)] if env_dir else [])
-        for source, dest in pairs:
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(source, dest)
-            shutil.copystat(source, dest)
-        for path in other.password_dir.iterdir():
-            shutil.copy2(path, self.password_dir / path.name)
-
-    def store_values(self) -> list[str]:
-        """Every value in the store (for redaction and leak checks only; never asserted on)."""
-        values: list[str] = []
-        for environment in [p.name for p in self.password_dir.iterdir()] if self.password_dir.exists() else []:
-            try:
-                data = self.store(environment).read()
-            except StoreError:  # a store that does not open has nothing to redact
-                continue
-            for entry in data["secrets"].values():
-                for stage in ("current", "pending", "previous"):
-                    for value in ((entry.get(stage) or {}).get("fields") or {}).values():
-                        if len(str(value)) >= 8:
-                            values.append(str(value))
-        return values
-
-    def redact(self, text: str) -> str:
-        for value in self.store_values():
-            text = text.replace(value, "<redacted>")
-        return text
-
-    def leaks(self, text: str) -> bool:
-        """True when any stored value appears in text. Returns a bool so that an assertion never shows a value."""
-        return any(value in text for value in self.store_values())
-
-    # ---- running ---------------------------------------------------------------------------------
-    def write_playbook(self, name: str, plays: list[dict[str, Any]]) -> Path:
-        path = self.playbook_dir / name
-        path.write_text("---\n" + yaml.safe_dump(plays, sort_keys=False))
-        return path
-
-    def run(
-        self,
-        playbook: str | Path,
-        *extra: str,
-        vault_ids: tuple[str, ...] | None = None,
-        timeout: float = 300,
-        env_extra: dict[str, str] | None = None,
-    ) -> PlaybookResult:
-        """ansible-playbook with the repo's ansible.cfg, this workspace's inventory, password dir and audit log, a clean environment."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
-        env.update(
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            KEYWARDEN_VAULT_PASSWORD_DIR=str(self.password_dir),
-            KEYWARDEN_AUDIT_LOG=str(self.audit_log),
-            KEYWARDEN_AUDIT_KEY_FILE=str(self.audit_key),
-            # the OS keyring is the client's third source: keep the caller's keyring out of the tests
-            PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        )
-        env.update(env_extra or {})
-        vault_ids = (self.environment,) if vault_ids is None else vault_ids
-        path = Path(playbook)
-        if not path.is_absolute():
-            path = REPO / path
-        args = ["-i", str(self.inventory), str(path)]
-        for vault_id in vault_ids:
-            args += ["--vault-id", f"{vault_id}@{CLIENT}"]
-        args += list(extra)
-        proc = subprocess.run(
-            [_tool("ansible-playbook"), *args],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        return PlaybookResult(args, proc.returncode, proc.stdout, self.redact)
-
-    # ---- disk state -------------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, tuple[str, str]]:
-        """{path: (kind and mode, sha256)} of everything under the store dir and the env dir."""
-        state: dict[str, tuple[str, str]] = {}
-        for base in (self.store_dir, self.env_dir):
-            if not base.exists():
-                continue
-            for path in sorted([base, *base.rglob("*")]):
-                st = path.lstat()
-                if stat.S_ISREG(st.st_mode):
-                    state[str(path)] = (f"file {stat.S_IMODE(st.st_mode):04o}", digest(path.read_bytes()))
-                else:
-                    state[str(path)] = (f"{stat.filemode(st.st_mode)}", "")
-        return state
-
-
-FAULTS = REPO / "tests" / "faults"
+from support import FAULTS, MARIADB_DECOY_DATABASE, MARIADB_SCRIPT, MARIADB_SECRETS, PG_SCRIPT, MariaDB, PlaybookResult, Postgres, Workspace
 
 
 @pytest.fixture
@@ -321,15 +85,6 @@ def deployed(workspace: Callable[..., Workspace], deployed_template: tuple[Works
     return ws
 
 
-class Postgres:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.vars_file = root / "postgres.yml"
-        settings = yaml.safe_load(self.vars_file.read_text())
-        self.port = int(settings["keywarden_target_postgresql_port"])
-        self.socket_dir = settings["keywarden_target_postgresql_login_unix_socket"]
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL (scripts/demo/postgres): local socket trusts, TCP 127.0.0.1 wants scram-sha-256."""
@@ -344,4 +99,24 @@ def postgres() -> Iterator[Postgres]:
         yield Postgres(root)
     finally:
         subprocess.run([str(PG_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[MariaDB]:
+    """A throwaway MariaDB per test module (scripts/demo/mariadb); its databases exist before keywarden provisions logins."""
+    if not (shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()):
+        pytest.fail("MariaDB server binaries are not installed (mariadbd): scripts/dev/bootstrap test installs mariadb-server")
+    # short (a socket path fits 107 bytes) and traversable: as root, the script runs the server as mysql
+    root = Path(tempfile.mkdtemp(prefix="kw-mariadb-", dir="/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - the mysql user must traverse it; nothing secret lives here
+    try:
+        started = subprocess.run([str(MARIADB_SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=60, check=False)
+        assert started.returncode == 0, f"scripts/demo/mariadb start failed:\n{started.stdout}\n{started.stderr}"
+        server = MariaDB(root)
+        # the teams own their databases: they exist before keywarden provisions logins on them
+        server.admin_sql(f"CREATE DATABASE IF NOT EXISTS {MARIADB_SECRETS['ledger_db'][0]}", f"CREATE DATABASE IF NOT EXISTS {MARIADB_DECOY_DATABASE}")
+        yield server
+    finally:
+        subprocess.run([str(MARIADB_SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -8,16 +8,9 @@ only its user and database in a repr, so pytest's assertion introspection cannot
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +18,13 @@ from typing import Any
 
 import psycopg2
 import yaml
+from support import PlaybookResult
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 DATABASE = "orders"  # created by scripts/demo/postgres
 ROTATE = "playbooks/rotate.yml"
 _RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
-
-# Crash injection (tests/faults/sitecustomize.py, on the PYTHONPATH of a crashing run only): the n-th store write
-# of a run dies at a point inside it, or the whole run dies right after it.
-FAULTS = REPO / "tests" / "faults"
 
 
 def digest(value: str) -> str:
@@ -89,104 +79,13 @@ def clone(make_workspace: Any, template: Any, name: str, postgres: Any) -> Any:
 
 
 # ---- running ansible-playbook -------------------------------------------------------------------------
-class Run:
-    def __init__(self, ws: Any, args: list[str], returncode: int, output: str, seconds: float, killed: bool) -> None:
-        self.ws = ws
-        self.args = args
-        self.returncode = returncode
-        self.output = output
-        self.seconds = seconds
-        self.killed = killed  # killed from outside (kill_on)
-
-    def recap(self) -> dict[str, int]:
-        match = _RECAP_RE.search(self.output)
-        if not match:
-            return {}
-        return dict(zip(("ok", "changed", "unreachable", "failed"), (int(g) for g in match.groups()), strict=True))
-
-    def says(self, text: str) -> bool:
-        """Whether the output holds this text, whitespace collapsed (the yaml callback wraps long messages)."""
-        return " ".join(text.split()) in " ".join(self.output.split())
-
-    def lines(self, *fragments: str) -> list[str]:
-        return [line for line in self.output.splitlines() if all(fragment in line for fragment in fragments)]
-
-    def error_line(self, *fragments: str) -> str | None:
-        """The first output line holding every fragment: a one-line error that says what to fix."""
-        found = self.lines(*fragments)
-        return found[0] if found else None
-
-    def explain(self) -> str:
-        """The run's output tail for an assertion message, every value of the workspace's store redacted."""
-        return f"ansible-playbook {' '.join(self.args)} -> rc {self.returncode} after {self.seconds:.1f}s\n" + self.ws.redact(self.output)[-5000:]
+# one playbook runner for every test: support.Workspace.run (crash injection and outside kills included)
+Run = PlaybookResult
 
 
-def _tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
-
-
-def run_playbook(
-    ws: Any,
-    playbook: str,
-    *extra: str,
-    crash: str | None = None,
-    kill_on: str | None = None,
-    timeout: float = 300,
-) -> Run:
-    """ansible-playbook against the workspace (the way conftest's Workspace.run does it), optionally crashed:
-    ``crash`` = "<point>:<n>" (see tests/faults/sitecustomize.py), or SIGKILLed with all its workers from outside as
-    soon as a line of its output contains ``kill_on``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
-    env.update(
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        KEYWARDEN_VAULT_PASSWORD_DIR=str(ws.password_dir),
-        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    if crash:
-        counter = ws.root / "crash-counter"
-        counter.unlink(missing_ok=True)
-        env.update(KEYWARDEN_TEST_CRASH=crash, KEYWARDEN_TEST_CRASH_COUNTER=str(counter), PYTHONPATH=str(FAULTS))
-    args = ["-i", str(ws.inventory), str(REPO / playbook), "--vault-id", f"{ws.environment}@{CLIENT}", *extra]
-    started = time.monotonic()
-    # own process group: a kill from outside takes the workers too, as a crashed controller would
-    proc = subprocess.Popen(
-        [_tool("ansible-playbook"), *args],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        start_new_session=True,
-    )
-    killed = threading.Event()
-
-    def kill_group() -> None:
-        killed.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    watchdog = threading.Timer(timeout, kill_group)
-    watchdog.start()
-    lines = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if kill_on and kill_on in line and not killed.is_set():
-                kill_group()
-        returncode = proc.wait()
-    finally:
-        watchdog.cancel()
-        # a worker orphaned by a crash must not outlive the case
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    return Run(ws, args, returncode, "".join(lines), time.monotonic() - started, killed.is_set())
+def run_playbook(ws: Any, playbook: str, *extra: str, crash: str | None = None, kill_on: str | None = None, timeout: float = 300) -> Run:
+    """ansible-playbook against the workspace: Workspace.run, optionally crashed (``crash``) or killed (``kill_on``)."""
+    return ws.run(playbook, *extra, crash=crash, kill_on=kill_on, timeout=timeout)
 
 
 def rotate(ws: Any, *extra: str, only: str | None = None, crash: str | None = None, kill_on: str | None = None) -> Run:

@@ -7,7 +7,6 @@ Values never reach an assertion: records are compared by event, name, field, ver
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import runner_run
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import load_key, value_hmac, verify
 
@@ -119,39 +119,6 @@ def test_deploy_records_each_delivered_field(ready: Any) -> None:
 
 
 # ---- ansible-runner, as AWX runs a job ---------------------------------------------------------------------------
-AWX = {"awx_job_id": 4242, "awx_job_template_name": "keywarden rotate", "awx_user_name": "ops-alice"}
-
-
-def runner_run(ws: Any, playbook: str, data_dir: Path, *extra_cmdline: str, verbosity: int = 0, extravars: dict[str, Any] | None = None) -> Any:
-    """One job through ansible-runner with AWX's extra vars and JOB_ID, like an AWX job template launch."""
-    import ansible_runner  # noqa: PLC0415 - only the runner tests need it
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    envvars = {
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "KEYWARDEN_VAULT_PASSWORD_DIR": str(ws.password_dir),
-        "KEYWARDEN_AUDIT_LOG": str(ws.audit_log),
-        "KEYWARDEN_AUDIT_KEY_FILE": str(ws.audit_key),
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-        "JOB_ID": str(AWX["awx_job_id"]),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    cmdline = " ".join([f"--vault-id local@{CLIENT}", *extra_cmdline])
-    return ansible_runner.run(
-        private_data_dir=str(data_dir),
-        project_dir=str(REPO),
-        playbook=str(REPO / playbook),
-        inventory=str(ws.inventory),
-        extravars={**AWX, **(extravars or {})},
-        envvars=envvars,
-        cmdline=cmdline,
-        verbosity=verbosity,
-        quiet=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def awx_runs(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
     """site.yml then a rotation of app_db, each as an ansible-runner job carrying AWX's job fields."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Workspace, digest
+from support import REPO, Workspace, digest
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import load_key, value_hmac
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Workspace
+from support import Workspace
 
 
 @pytest.fixture

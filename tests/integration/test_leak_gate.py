@@ -10,20 +10,18 @@ Hits are reported as (where, which form, which secret name): never the value.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyrage
 import pytest
-from test_audit_runs import runner_run
+from support import forms, runner_run
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
@@ -41,17 +39,6 @@ ORDER = [
     ("rotate.yml", ("--check",)),
     ("audit.yml", AUDIT_ARGS),
 ]
-
-
-def forms(value: str) -> dict[str, str]:
-    raw = value.encode()
-    return {
-        "plain": value,
-        "base64": base64.b64encode(raw).decode(),
-        "base64url": base64.urlsafe_b64encode(raw).decode(),
-        "url": urllib.parse.quote(value, safe=""),
-        "url+": urllib.parse.quote_plus(value),
-    }
 
 
 class Sampler:

@@ -15,9 +15,9 @@ from typing import Any
 import pymysql
 import pytest
 import yaml
-from conftest import digest
 from rotation_helpers import target_outcome, target_play
-from test_target_mariadb import CATALOG, MariaDB, mariadb  # noqa: F401 - the module-scoped server fixture
+from support import MARIADB_CATALOG as CATALOG
+from support import MariaDB, digest
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.mysql import native_password
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import REPO, Workspace, digest
+from support import REPO, Workspace, digest
 
 MIGRATE = REPO / "scripts" / "secrets" / "migrate"
 SCAN = REPO / "scripts" / "audit" / "scan-secrets"

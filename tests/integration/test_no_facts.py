@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Workspace
-from test_leak_gate import forms
+from support import REPO, Workspace, forms
 
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 VARIABLE = "KEYWARDEN_VAULT_PASSWORD_LOCAL"

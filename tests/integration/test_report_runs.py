@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Workspace
 from prometheus_client.parser import text_string_to_metric_families
 from report_helpers import DAY, EXTRA_CATALOG, backdate, free_port, now, tls_entry
+from support import REPO, Workspace
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditLog, Auditor, actor, load_key
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, load_catalog, secrets_for_environment

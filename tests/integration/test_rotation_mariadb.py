@@ -13,8 +13,8 @@ from typing import Any
 import pymysql
 import pytest
 import yaml
-from conftest import digest
-from test_target_mariadb import CATALOG, MariaDB, mariadb  # noqa: F401 - the module-scoped server fixture
+from support import MARIADB_CATALOG as CATALOG
+from support import MariaDB, digest
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 

@@ -7,94 +7,21 @@ server's general log, which records every statement, never holds a stored passwo
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 import yaml
+from support import MARIADB_CATALOG as CATALOG
+from support import MARIADB_DECOY_DATABASE as DECOY_DATABASE
+from support import MARIADB_SECRETS as SECRETS
+from support import MariaDB
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import get_field
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "demo" / "mariadb"
-# secret -> (database, logins it may use)
-SECRETS = {
-    "shop_db": ("orders", ("shop_a", "shop_b")),  # alternating_users
-    "ledger_db": ("order_log", ("ledger",)),  # single_user; `_` is a wildcard in a database grant
-}
-# matches `order_log` if the grant's `_` were left unescaped
-DECOY_DATABASE = "orderxlog"
-CATALOG = {
-    "keywarden_catalog_version": 1,
-    "secrets": {
-        "shop_db": {
-            "kind": "mariadb",
-            "description": "The shop's login on the orders database",
-            "environments": ["local"],
-            "target": {"group": "db", "database": "orders", "role": "shop"},
-            "policy": {"max_age_days": 30, "length": 32, "charset": "urlsafe", "strategy": "alternating_users"},
-            "consumers": [{"group": "app", "service": "shop", "env": {"DB_USER": "username", "DB_PASSWORD": "password", "DB_NAME": "database"}}],
-        },
-        "ledger_db": {
-            "kind": "mariadb",
-            "description": "The ledger worker's login on the order log",
-            "environments": ["local"],
-            "target": {"group": "db", "database": "order_log", "role": "ledger"},
-            "policy": {"max_age_days": 30, "length": 24, "charset": "alnum", "strategy": "single_user"},
-            "consumers": [{"group": "worker", "service": "ledger", "env": {"LEDGER_DB_USER": "username", "LEDGER_DB_PASSWORD": "password"}}],
-        },
-    },
-}
-
-
-class MariaDB:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.vars_file = root / "mariadb.yml"
-        settings = yaml.safe_load(self.vars_file.read_text())
-        self.port = int(settings["keywarden_target_mariadb_port"])
-        self.socket = settings["keywarden_target_mariadb_login_unix_socket"]
-        self.admin = settings["keywarden_target_mariadb_login_user"]
-        self.general_log = root / "mariadb" / "general.log"
-
-    def connect_admin(self) -> Any:
-        """The administrator's connection through the socket (unix_socket authentication)."""
-        return pymysql.connect(unix_socket=self.socket, user=self.admin, autocommit=True)
-
-    def admin_sql(self, *statements: str) -> None:
-        """Run statements as the administrator."""
-        conn = self.connect_admin()
-        try:
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
-
-
-@pytest.fixture(scope="module")
-def mariadb() -> Iterator[MariaDB]:
-    if not (shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()):
-        pytest.fail("MariaDB server binaries are not installed (mariadbd): scripts/dev/bootstrap test installs mariadb-server")
-    # short (a socket path fits 107 bytes) and traversable: as root, the script runs the server as mysql
-    root = Path(tempfile.mkdtemp(prefix="kw-mariadb-", dir="/tmp"))
-    os.chmod(root, 0o755)  # noqa: S103 - the mysql user must traverse it; nothing secret lives here
-    try:
-        started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=60, check=False)
-        assert started.returncode == 0, f"scripts/demo/mariadb start failed:\n{started.stdout}\n{started.stderr}"
-        server = MariaDB(root)
-        # the teams own their databases: they exist before keywarden provisions logins on them
-        server.admin_sql(f"CREATE DATABASE IF NOT EXISTS {SECRETS['ledger_db'][0]}", f"CREATE DATABASE IF NOT EXISTS {DECOY_DATABASE}")
-        yield server
-    finally:
-        subprocess.run([str(SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COLLECTIONS, digest
+from support import COLLECTIONS, digest
 
 SECRETS = Path("ansible_collections", "keywarden", "secrets", "plugins")
 # the interpreter a Debian host runs modules with: outside any checkout or virtualenv, executable by every account

@@ -56,7 +56,7 @@ KIND_TARGET_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # Target fields each kind must set (derived from KIND_TARGET_SCHEMA).
 KIND_TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
-    kind: tuple(name for name, (required, _) in fields.items() if required) for kind, fields in KIND_TARGET_SCHEMA.items()
+    kind: tuple(name for name, (required, _text) in fields.items() if required) for kind, fields in KIND_TARGET_SCHEMA.items()
 }
 
 # Every charset is safe unquoted in systemd EnvironmentFile=, docker compose env_file and POSIX sh.
@@ -150,7 +150,7 @@ class UniqueKeys:
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        for key_node, _value in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *anchor` overrides by design
             key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]

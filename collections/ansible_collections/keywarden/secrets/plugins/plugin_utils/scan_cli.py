@@ -36,7 +36,8 @@ def _git_history(repo: str, result: scanner.ScanResult) -> None:
     proc = subprocess.Popen(
         ["git", "-C", repo, "log", "-p", "--all", "--no-color", "--no-ext-diff", "--unified=0", "--format=commit %H"], stdout=subprocess.PIPE
     )  # fmt: skip
-    assert proc.stdout is not None
+    if proc.stdout is None:  # stdout=PIPE always gives one
+        raise RuntimeError("git log gave no output stream")
     commit = path = ""
     added: list[str] = []
     line_map: list[int] = []
