@@ -163,3 +163,16 @@ class TargetAction(ControllerAction):
     """Base of keywarden's action plugins that resolve values on the controller, then run a module on the host."""
 
     _requires_connection = True
+
+    @staticmethod
+    def kept_remote_files() -> dict[str, Any] | None:
+        """A failure when Ansible keeps module files on the hosts: ours carry secret values in their arguments."""
+        if not C.DEFAULT_KEEP_REMOTE_FILES:
+            return None
+        return {
+            "failed": True,
+            "msg": (
+                "ANSIBLE_KEEP_REMOTE_FILES (keep_remote_files in ansible.cfg) is on: it would leave this task's module arguments, "
+                "secret values among them, in ~/.ansible/tmp on the host; unset it to run tasks that deliver secrets"
+            ),
+        }
