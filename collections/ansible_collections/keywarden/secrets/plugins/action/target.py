@@ -52,6 +52,40 @@ class _Host:
         return result
 
 
+class _Reads:
+    """A secret's fields at a stage, read once per task and recorded in the audit log before they are used: one
+    audit append for a whole batch (``prefetch``), however many drivers and steps use the values afterwards."""
+
+    def __init__(self, store: Any, data: dict[str, Any], purpose: str) -> None:
+        self._store, self._data, self._purpose = store, data, purpose
+        self._cache: dict[tuple[str, str], dict[str, str]] = {}
+
+    def prefetch(self, names: list[str], stage: str) -> None:
+        pairs: list[tuple[str, str]] = []
+        wanted: list[tuple[str, list[str]]] = []
+        for name in names:
+            entry = self._data["secrets"].get(name) or {}
+            staged = entry.get(resolve_stage(entry, stage)) or {}
+            if (name, stage) in self._cache or not staged:
+                continue
+            fields = sorted(staged.get("fields") or {})
+            pairs += [(name, field) for field in fields]
+            wanted.append((name, fields))
+        if not pairs:
+            return
+        values = iter(audited_reads(self._store, self._data, pairs, stage, purpose=self._purpose))
+        for name, fields in wanted:
+            self._cache[(name, stage)] = {field: next(values) for field in fields}
+
+    def __call__(self, name: str, stage: str) -> dict[str, str]:
+        if (name, stage) not in self._cache:
+            self.prefetch([name], stage)
+        if (name, stage) not in self._cache:
+            # nothing stored at that stage: audited_reads raises the StoreError naming the secret and stage
+            audited_reads(self._store, self._data, [(name, "password")], stage, purpose=self._purpose)
+        return self._cache[(name, stage)]
+
+
 class ActionModule(TargetAction):
     @contextlib.contextmanager
     def become(self, user: str | None, task_vars: dict[str, Any]) -> Iterator[None]:
@@ -88,13 +122,10 @@ class ActionModule(TargetAction):
             groups = set(task_vars.get("group_names") or [])
             here = {name: entry for name, entry in catalog_env.items() if entry["target"].get("group") in groups}
 
-            def read(name: str, stage: str) -> dict[str, str]:
-                staged = data["secrets"][name].get(resolve_stage(data["secrets"][name], stage)) or {}
-                names = sorted(staged.get("fields") or {})
-                values = audited_reads(store, data, [(name, field) for field in names], stage, purpose=f"{phase} on {host.host}")
-                return dict(zip(names, values, strict=True))
+            read = _Reads(store, data, f"{phase} on {host.host}")
 
             if phase in ("provision", "test"):
+                read.prefetch([name for name in here if name in data["secrets"]], "live")
                 out = self._provision(host, here, data, read, phase)
             else:
                 journal = Journal(store.environment, run_identity(os.getppid())["run"])
@@ -148,6 +179,7 @@ class ActionModule(TargetAction):
         run's journal, the rotation engine decides, and the run fails at the end naming the secret.
         """
         rotating = {name: entry for name, entry in here.items() if (data["secrets"].get(name) or {}).get("pending")}
+        read.prefetch(list(rotating), "pending")
         if host.check_mode:
             return {"msg": f"check mode: would set and test {len(rotating)} pending values on {host.host}", "reports": {}}
         reports: dict[str, dict[str, Any]] = {}
