@@ -226,7 +226,11 @@ def _same_file(path, content, uid, gid):
 
 
 def _write(directory, name, content, uid, gid):
-    """Replace directory/name atomically: temp file in the same directory, 0600, owner set before the content."""
+    """Replace directory/name atomically: temp file in the same directory, 0600, owner set before the content.
+
+    Not AnsibleModule.atomic_move: when it creates a file it sets the mode from the umask (0644 here) and the owner
+    after the rename, so a new .env file would be readable by everyone for a moment. Here the file is 0600 and owned
+    right from its first byte, and the rename is the only step that makes it visible."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE)

@@ -39,7 +39,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +49,7 @@ except ImportError:  # reported by _age() where a backup or restore needs it
     pyrage = None
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit as _audit
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.files import LockedError, atomic_write, exclusive_lock, fsync_dir
 
 FORMAT = "keywarden-backup/1"
 ARCHIVE_SUFFIX = ".tar.age"
@@ -463,51 +463,14 @@ def make_archive(members: list[tuple[str, bytes, int]], manifest: dict[str, Any]
 
 
 # ---- files ---------------------------------------------------------------------------------------------
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically: temp file beside it, fsync, rename."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def _locked(directory: str, timeout: float) -> Iterator[None]:
     """Hold the backup directory's lock; wait up to ``timeout`` seconds for another backup to finish."""
-    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BackupError(f"backup directory {directory} is held by another backup for over {timeout:.0f} s; wait for it to finish") from None
-                time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)
+        with exclusive_lock(os.path.join(directory, LOCK_FILE), timeout, "keywarden backup"):
+            yield
+    except LockedError as exc:
+        raise BackupError(f"backup directory {directory} is held by {exc.holder} for over {timeout:.0f} s; wait for it to finish") from None
 
 
 def _remove_leftovers(directory: str, environment: str) -> list[str]:
@@ -608,7 +571,7 @@ def fetch_latest(remote: str, ssh_args: list[str], environment: str, dest_dir: s
     os.makedirs(dest_dir, mode=0o700, exist_ok=True)
     for fetched in (name + MANIFEST_SUFFIX, name):
         data = _ssh(host, ssh_args, f"cat {shlex.quote(directory + '/' + fetched)}")
-        _write_new(os.path.join(dest_dir, fetched), data)
+        atomic_write(os.path.join(dest_dir, fetched), data)
     return os.path.join(dest_dir, name)
 
 
@@ -665,9 +628,9 @@ def create_backup(
         except _audit.AuditError as exc:
             raise BackupError(f"{exc}; no backup was made") from None
         path = os.path.join(backup_dir, name)
-        _write_new(path, blob)
-        _write_new(path + MANIFEST_SUFFIX, manifest_text.encode())  # the commit point: now it is a backup
-        _fsync_dir(backup_dir)
+        atomic_write(path, blob)
+        atomic_write(path + MANIFEST_SUFFIX, manifest_text.encode())  # the commit point: now it is a backup
+        fsync_dir(backup_dir)
         detail: dict[str, Any] = {
             "archive": name,
             "archive_sha256": beside["archive"]["sha256"],
@@ -868,7 +831,7 @@ def restore(
         raise BackupError(f"archive {archive}: its audit log fails verification ({message}); restore it anyway with force")
     store_path = os.path.join(sources.store_dir, STORE_FILE)
     with tempfile.TemporaryDirectory(prefix="keywarden-restore-") as tmp:
-        _write_new(os.path.join(tmp, STORE_FILE), files[f"store/{STORE_FILE}"])
+        atomic_write(os.path.join(tmp, STORE_FILE), files[f"store/{STORE_FILE}"])
         try:
             archived_revision = _store_revision(tmp, env, vault_secrets)
         except StoreError as exc:
@@ -982,10 +945,10 @@ def _swap_store(store_dir: str, files: dict[str, bytes]) -> str | None:
         prefix = f"store/{VERSIONS_DIR}/"
         for path, data in files.items():
             if path.startswith(prefix):
-                _write_new(os.path.join(staging, VERSIONS_DIR, path[len(prefix) :]), data)
-        _write_new(os.path.join(staging, STORE_FILE), files[f"store/{STORE_FILE}"])
-        _fsync_dir(os.path.join(staging, VERSIONS_DIR))
-        _fsync_dir(staging)
+                atomic_write(os.path.join(staging, VERSIONS_DIR, path[len(prefix) :]), data)
+        atomic_write(os.path.join(staging, STORE_FILE), files[f"store/{STORE_FILE}"])
+        fsync_dir(os.path.join(staging, VERSIONS_DIR))
+        fsync_dir(staging)
         current = os.path.join(store_dir, STORE_FILE)
         versions = os.path.join(store_dir, VERSIONS_DIR)
         replaced = None
@@ -996,10 +959,10 @@ def _swap_store(store_dir: str, files: dict[str, bytes]) -> str | None:
                 os.link(current, os.path.join(replaced, STORE_FILE))
             if os.path.exists(versions):
                 os.rename(versions, os.path.join(replaced, VERSIONS_DIR))
-            _fsync_dir(replaced)
+            fsync_dir(replaced)
         os.rename(os.path.join(staging, VERSIONS_DIR), versions)
         os.replace(os.path.join(staging, STORE_FILE), current)
-        _fsync_dir(store_dir)
+        fsync_dir(store_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return replaced
@@ -1020,7 +983,7 @@ def _restore_missing(sources: Sources, manifest: dict[str, Any], files: dict[str
         if member not in files or (os.path.exists(dest) and not member.startswith("audit/")):
             continue
         os.makedirs(os.path.dirname(dest) or ".", mode=0o700, exist_ok=True)
-        _write_new(dest, files[member], int(manifest["files"][member]["mode"], 8))
+        atomic_write(dest, files[member], int(manifest["files"][member]["mode"], 8))
         restored.append(member)
     return restored
 

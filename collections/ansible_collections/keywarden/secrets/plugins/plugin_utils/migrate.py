@@ -16,7 +16,6 @@ Values never reach output or messages: the diff shows them as ``********``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -28,6 +27,7 @@ import yaml
 
 from ansible_collections.keywarden.secrets.plugins.module_utils import scanner
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CATALOG_VERSION, CatalogError, validate_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.files import atomic_write
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, new_entry, utcnow
 
 MASK = "********"
@@ -429,36 +429,17 @@ def summary(plan: Plan) -> str:
 
 # ---- applying ---------------------------------------------------------------------------------------
 def write_atomic(path: str, text: str, mode: int | None = None) -> None:
-    """Temp file beside the target, fsync, same mode (and owner, when allowed), rename over, fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.migrate-tmp.{os.getpid()}")
+    """files.atomic_write with the file's own mode (and owner, where this process may give it)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         st = None
     if mode is None:
         mode = st.st_mode & 0o7777 if st else 0o644
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, text.encode("utf-8", "surrogateescape"))
-            os.fchmod(fd, mode)
-            if st is not None:
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fd, st.st_uid, st.st_gid)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    owner = None
+    if st is not None and (os.geteuid() == 0 or (st.st_uid == os.geteuid() and st.st_gid in {os.getegid(), *os.getgroups()})):
+        owner = (st.st_uid, st.st_gid)
+    atomic_write(path, text.encode("utf-8", "surrogateescape"), mode, owner=owner)
 
 
 def apply(plan: Plan, store: Store) -> None:

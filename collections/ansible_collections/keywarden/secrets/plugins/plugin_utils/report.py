@@ -23,13 +23,11 @@ What "needs attention" means, per kind (docs/security/secrets/monitoring.md):
 from __future__ import annotations
 
 import calendar
-import contextlib
 import datetime
 import html
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import audit
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.files import atomic_write
 
 DAY = 86400.0
 DEFAULT_ALERT_DAYS = 14
@@ -498,9 +497,10 @@ def notify(url: str, payload: dict[str, Any], token: str | None = None, timeout:
 
 
 def write_atomic(path: str, text: str, mode: int = 0o644) -> bool:
-    """Write text to path through a temp file in the same directory (fsync, rename). Returns whether it changed."""
+    """files.atomic_write of text, skipped when the file already holds it. Returns whether it changed.
+
+    The temp file has a dot name: node_exporter's textfile collector reads *.prom only, never a half-written file."""
     path = os.path.abspath(path)
-    directory = os.path.dirname(path)
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.read() == text:
@@ -509,20 +509,8 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> bool:
     except (OSError, UnicodeDecodeError):
         pass
     try:
-        os.makedirs(directory, exist_ok=True)
-        # a dot name: node_exporter's textfile collector reads *.prom only, never a half-written temp file
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, text.encode("utf-8"), mode)
     except OSError as exc:
         raise ReportError(f"cannot write {path} ({exc.strerror}): fix the directory's permissions or choose another output path") from None
     return True

@@ -24,14 +24,9 @@ import contextlib
 import copy
 import datetime
 import errno
-import fcntl
-import getpass
-import json
 import os
 import re
 import secrets as _secrets
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +35,7 @@ from ansible.parsing.vault import VaultAES256, VaultSecret, format_vaulttext_env
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, Auditor, anchor
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import YAML_DUMPER, YAML_LOADER, login_names
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.files import LockedError, atomic_write, exclusive_lock, remove_crashed_temps
 
 STORE_FORMAT = 1
 STORE_FILE = "secrets.vault"
@@ -72,21 +68,6 @@ def utcnow() -> str:
 def generate_value(length: int, alphabet: str) -> str:
     """A random value from the OS CSPRNG."""
     return "".join(_secrets.choice(alphabet) for _position in range(length))
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte (a write on a nearly full disk may take only part of them before failing)."""
-    done = 0
-    while done < len(data):
-        done += os.write(fd, data[done:])
 
 
 def _hint(exc: OSError) -> str:
@@ -201,50 +182,17 @@ class Store:
     # ---- locking ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
+        """One writer at a time (files.exclusive_lock on <store>.lock); a second is told who holds it."""
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"store lock {self.lock_path} cannot be opened ({exc.strerror}); {_hint(exc)}; the store was not changed") from None
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreLockedError(
-                            f"store {self.path} is locked by {self._holder_text(fd)}; wait for that run to finish (the lock goes when its process exits)"
-                        ) from None
-                    time.sleep(0.1)
-            info = {
-                "pid": os.getpid(),
-                "user": getpass.getuser(),
-                "host": socket.gethostname(),
-                "since": utcnow(),
-                "what": self.holder or "keywarden",
-            }
-            # who holds it, for the message of the next writer: best effort (a full disk must not stop the lock)
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(info).encode(), 0)
-            try:
+            with exclusive_lock(self.lock_path, self.lock_timeout, self.holder or "keywarden"):
                 yield
-            finally:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _holder_text(fd: int) -> str:
-        try:
-            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return f"{info['what']} (pid {info['pid']}, user {info['user']} on {info['host']}, since {info['since']})"
-        except (ValueError, KeyError, OSError):
-            return "another process"
+        except LockedError as exc:
+            raise StoreLockedError(f"store {self.path} is locked by {exc.holder}; wait for that run to finish (the lock goes when its process exits)") from None
+        except OSError as exc:
+            if exc.filename in (self.lock_path, self.dir):
+                raise StoreError(f"store lock {self.lock_path} cannot be opened ({exc.strerror}); {_hint(exc)}; the store was not changed") from None
+            raise
 
     # ---- writing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -299,33 +247,10 @@ class Store:
         data["updated"] = utcnow()
         blob = self._encrypt(data)
         os.makedirs(self.versions_dir, mode=0o700, exist_ok=True)
-        # temp files of writers that crashed (we hold the lock, so none is in use)
-        for name in os.listdir(self.dir):
-            if name.startswith(f".{STORE_FILE}.tmp."):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.dir, name))
-        tmp = os.path.join(self.dir, f".{STORE_FILE}.tmp.{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, blob)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if os.path.exists(self.path):
-                # keep the outgoing revision as an encrypted rollback copy (a hard link: no copy, no window)
-                old_revision = int(data["revision"]) - 1
-                keep_as = os.path.join(self.versions_dir, f"secrets.r{old_revision:06d}.vault")
-                with contextlib.suppress(FileExistsError):
-                    os.link(self.path, keep_as)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        # the new revision is in place: nothing after this point may report it as not written
-        with contextlib.suppress(OSError):
-            _fsync_dir(self.dir)
+        remove_crashed_temps(self.path)  # we hold the lock: no temp file is in use
+        # the outgoing revision stays as an encrypted rollback copy (a hard link: no copy, no window)
+        keep_as = os.path.join(self.versions_dir, f"secrets.r{int(data['revision']) - 1:06d}.vault")
+        atomic_write(self.path, blob, 0o600, keep_old_as=keep_as)
         with contextlib.suppress(OSError):
             self._prune_versions()
 
