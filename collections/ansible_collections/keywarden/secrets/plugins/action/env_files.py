@@ -53,12 +53,9 @@ MODULE = "keywarden.secrets.env_files"
 
 class ActionModule(TargetAction):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        refused = self.kept_remote_files()
-        if refused:
-            return {**result, **refused}
-        task_vars = task_vars or {}
-        args = self.arguments("env_files")
+        result, task_vars, args = self.start(tmp, task_vars, "env_files")
+        if args is None:
+            return result
         try:
             catalog = catalog_for(task_vars, self._templar)
             environment = str(required_var(task_vars, self._templar, "keywarden_environment"))

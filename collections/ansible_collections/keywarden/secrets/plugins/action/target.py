@@ -52,6 +52,17 @@ class _Host:
         return result
 
 
+def _reported(journal: Journal, phase: str, host: str, reports: dict[str, dict[str, Any]], done: str) -> dict[str, Any]:
+    """Report a host's outcomes to the run (the journal) and in the task's result: a warning per failed secret, no
+    task failure (the host stays in the run for its other secrets; the run fails at its end, naming them)."""
+    journal.add(phase, host, reports=reports)
+    bad = sorted(name for name, report in reports.items() if not report["ok"])
+    out: dict[str, Any] = {"reports": reports, "msg": f"{len(reports) - len(bad)} of {len(reports)} {done} on {host}"}
+    if bad:
+        out["warnings"] = [f"{reports[name].get('action', phase)} of {name} failed on {host}: {reports[name]['reason']}" for name in bad]
+    return out
+
+
 class _Reads:
     """A secret's fields at a stage, read once per task and recorded in the audit log before they are used: one
     audit append for a whole batch (``prefetch``), however many drivers and steps use the values afterwards."""
@@ -107,12 +118,9 @@ class ActionModule(TargetAction):
             self._connection.set_become_plugin(before)
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        refused = self.kept_remote_files()
-        if refused:
-            return {**result, **refused}
-        task_vars = task_vars or {}
-        args = self.arguments("target")
+        result, task_vars, args = self.start(tmp, task_vars, "target")
+        if args is None:
+            return result
         phase = args["phase"]
         host = _Host(self, task_vars)
         try:
@@ -194,12 +202,7 @@ class ActionModule(TargetAction):
                 why = outcome.get(item.name)
                 holds = driver.holds(item.entry) and (why is None or undone.get(item.name, "not rolled back") is not None)
                 reports[item.name] = {"ok": why is None, "reason": why, "holds": holds}
-        journal.add("set_test", host.host, reports=reports)
-        bad = sorted(name for name, report in reports.items() if not report["ok"])
-        out: dict[str, Any] = {"reports": reports, "msg": f"{len(reports) - len(bad)} of {len(reports)} pending values set and tested on {host.host}"}
-        if bad:
-            out["warnings"] = [f"{name} failed on {host.host}: {reports[name]['reason']}" for name in bad]
-        return out
+        return _reported(journal, "set_test", host.host, reports, "pending values set and tested")
 
     def _cleanup(self, host: _Host, here: dict[str, Any], read: Any, journal: Journal) -> dict[str, Any]:
         """After distribution: roll back the failed rotations the engine chose for this host, and revoke outgoing values
@@ -217,9 +220,4 @@ class ActionModule(TargetAction):
                 outcome = driver.rollback(host, items) if action == "rollback" else driver.revoke(host, items, stage)
                 for name, why in outcome.items():
                     reports[name] = {"action": action, "ok": why is None, "reason": why}
-        journal.add("cleanup", host.host, reports=reports)
-        bad = sorted(name for name, report in reports.items() if not report["ok"])
-        out: dict[str, Any] = {"reports": reports, "msg": f"{len(reports) - len(bad)} of {len(reports)} clean-ups done on {host.host}"}
-        if bad:
-            out["warnings"] = [f"{reports[name]['action']} of {name} failed on {host.host}: {reports[name]['reason']}" for name in bad]
-        return out
+        return _reported(journal, "cleanup", host.host, reports, "clean-ups done")

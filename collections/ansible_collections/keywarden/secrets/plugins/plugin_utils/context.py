@@ -164,15 +164,17 @@ class TargetAction(ControllerAction):
 
     _requires_connection = True
 
-    @staticmethod
-    def kept_remote_files() -> dict[str, Any] | None:
-        """A failure when Ansible keeps module files on the hosts: ours carry secret values in their arguments."""
-        if not C.DEFAULT_KEEP_REMOTE_FILES:
-            return None
-        return {
-            "failed": True,
-            "msg": (
-                "ANSIBLE_KEEP_REMOTE_FILES (keep_remote_files in ansible.cfg) is on: it would leave this task's module arguments, "
-                "secret values among them, in ~/.ansible/tmp on the host; unset it to run tasks that deliver secrets"
-            ),
-        }
+    def start(self, tmp: Any, task_vars: dict[str, Any] | None, name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        """(result, task_vars, arguments) of a task that will carry secret values to a host; arguments None and a failed
+        result when Ansible keeps module files on the hosts (they would keep the values)."""
+        result = super().run(tmp, task_vars)
+        if C.DEFAULT_KEEP_REMOTE_FILES:
+            result.update(
+                failed=True,
+                msg=(
+                    "ANSIBLE_KEEP_REMOTE_FILES (keep_remote_files in ansible.cfg) is on: it would leave this task's module arguments, "
+                    "secret values among them, in ~/.ansible/tmp on the host; unset it to run tasks that deliver secrets"
+                ),
+            )
+            return result, task_vars or {}, None
+        return result, task_vars or {}, self.arguments(name)
