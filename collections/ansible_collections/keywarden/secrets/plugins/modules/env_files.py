@@ -275,11 +275,14 @@ def _link_target(directory, name):
     path = os.path.join(directory, name)
     try:
         st = os.lstat(path)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
     except FileNotFoundError:
         return None
-    if not stat.S_ISLNK(st.st_mode):
+    except OSError as exc:
+        raise Refused(f"{path} cannot be read ({exc.strerror}); nothing written") from None
+    if target is None:
         raise Refused(f"{path} exists and is not a symbolic link (keywarden delivers {name} as a link to a directory of files): move it away; nothing written")
-    return os.readlink(path)
+    return target
 
 
 def _same_bundle(directory, name, target, files, uid, gid):
@@ -411,6 +414,8 @@ def run(module):
     dir_gid = _gid(p["group"] if p["dir_group"] is None else p["dir_group"], "dir_group" if p["dir_group"] is not None else "group")
     if files or bundles:
         _check_can_own(uid, gid, f"the files in {directory}")
+    # where each bundle's link points now; something else at a bundle's name is refused before any change
+    links = {name: _link_target(directory, name) if os.path.isdir(directory) else None for name in sorted(bundles)}
 
     changed_files = []
     previous = {}
@@ -431,7 +436,7 @@ def run(module):
             changed_files.append(name)
         for name in sorted(bundles):
             step = f"{os.path.join(directory, name)} cannot be read"
-            before = _link_target(directory, name) if os.path.isdir(directory) else None
+            before = links[name]
             if _same_bundle(directory, name, before, bundles[name], uid, gid):
                 continue
             if not module.check_mode:

@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import secrets
 import stat
 import tempfile
 import warnings
@@ -304,8 +305,8 @@ def issue_ca(entry: dict[str, Any], current: dict[str, Any] | None, now: float, 
     policy, target = entry["policy"], entry["target"]
     not_after = _not_after(entry, current, now)
     key = new_key(policy["key_type"], what)
-    # the issue time in the subject: after a CA rotation, the old and the new CA never share a name
-    subject = {"CN": target["common_name"], "OU": f"keywarden CA {_asn1(now)}"}
+    # the issue time and a random tag in the subject: after a CA rotation, the old and the new CA never share a name
+    subject = {"CN": target["common_name"], "OU": f"keywarden CA {_asn1(now)} {secrets.token_hex(4)}"}
     request = _csr(
         key,
         {
