@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import COLLECTIONS, digest
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
+from ansible_collections.keywarden.secrets.plugins.modules import env_files
 
 SECRETS = Path("ansible_collections", "keywarden", "secrets", "plugins")
 # the interpreter a Debian host runs modules with: outside any checkout or virtualenv, executable by every account
@@ -292,3 +296,12 @@ def test_something_else_at_a_bundles_name_is_refused_before_any_change(payload_d
     result, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": bundle_files()}))
     assert result.get("failed") and f"{target / 'app.web_tls'} exists and is not a symbolic link" in result["msg"]
     assert sorted(p.name for p in target.iterdir()) == ["app.web_tls"]
+
+
+def test_module_documentation_matches_the_argument_spec() -> None:
+    doc = yaml.safe_load(env_files.DOCUMENTATION)["options"]
+    spec = {**ARGUMENT_SPECS["env_files"], "files": {"type": "dict", "default": {}}, "bundles": {"type": "dict", "default": {}}}
+    assert set(doc) == set(spec)
+    for name, option in spec.items():
+        assert doc[name]["type"] == option["type"], name
+        assert doc[name].get("default") == option.get("default"), name
