@@ -134,13 +134,8 @@ def outcomes(make_workspace: Callable[..., Any], postgres: Any, crash_template: 
         yield {case_id: pool.submit(_run_case, make_workspace, crash_template, postgres, case_id) for case_id in CASES}
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
-def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], case_id: str) -> None:
-    case = CASES[case_id]
-    out = outcomes[case_id].result(timeout=900)
-
-    # the crash happened where it was meant to: the run died before its recap
-    crash = out.crash
+def _assert_crashed_as_meant(case: Case, crash: Run) -> None:
+    """The crash happened where it was meant to: the run died before its recap."""
     if case.kill_on:
         assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
     elif case.crash and case.crash.startswith("store-"):
@@ -149,6 +144,14 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
     else:
         assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
     assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], case_id: str) -> None:
+    case = CASES[case_id]
+    out = outcomes[case_id].result(timeout=900)
+
+    _assert_crashed_as_meant(case, out.crash)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     if case.strategy == "alternating_users":
         # zero downtime holds through a crash: what the consumer holds still logs in
@@ -281,14 +284,7 @@ def tls_outcomes(make_workspace: Callable[..., Any], tls_template: Any) -> Itera
 def test_certificate_crash_then_rerun_converges(tls_outcomes: dict[str, Future[TlsOutcome]], case_id: str) -> None:
     case = TLS_CASES[case_id]
     out = tls_outcomes[case_id].result(timeout=900)
-    crash = out.crash
-    if case.kill_on:
-        assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
-    elif case.crash and case.crash.startswith("store-"):
-        assert crash.returncode != 0 and crash.says("A worker was found in a dead state"), crash.explain()
-    else:
-        assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
-    assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
+    _assert_crashed_as_meant(case, out.crash)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     # the consumer's files never mix an old key with a new certificate: one rename swaps them
     assert out.pair_after_crash, "right after the crash the consumer's key does not belong to its certificate"

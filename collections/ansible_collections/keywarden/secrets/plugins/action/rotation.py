@@ -96,12 +96,12 @@ class _Run:
         """A rotated CA's public certificate and trust bundle, next to the store (plugin_utils/tls.py publish_ca)."""
         cas = [name for name in promoted if self.catalog[name]["kind"] == "tls_ca"]
         if cas:
-            from ansible_collections.keywarden.secrets.plugins.plugin_utils.tls import publish_ca  # noqa: PLC0415 - only CAs need it
+            from ansible_collections.keywarden.secrets.plugins.plugin_utils.tls import TLSError, publish_ca  # noqa: PLC0415 - only CAs need it
 
             try:
                 publish_ca(self.store.dir, data, cas)
-            except OSError as exc:
-                raise StoreError(f"the rotation finished, but the public CA certificates cannot be written next to the store ({exc.strerror})") from None
+            except TLSError as exc:
+                raise StoreError(f"the rotation finished, but {exc}") from None
 
     def _targets(self, names: list[str]) -> list[str]:
         return _hosts(self.groups, [self.catalog[name]["target"].get("group") for name in names])

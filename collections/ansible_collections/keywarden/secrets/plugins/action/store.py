@@ -29,12 +29,12 @@ def _publish(store: Store, data: dict[str, Any], wanted: dict[str, Any]) -> list
     cas = [name for name, entry in wanted.items() if entry["kind"] == "tls_ca"]
     if not cas:
         return []
-    from ansible_collections.keywarden.secrets.plugins.plugin_utils.tls import publish_ca  # noqa: PLC0415 - only CAs need it
+    from ansible_collections.keywarden.secrets.plugins.plugin_utils.tls import TLSError, publish_ca  # noqa: PLC0415 - only CAs need it
 
     try:
         return publish_ca(store.dir, data, cas)
-    except OSError as exc:
-        raise StoreError(f"the public CA certificates cannot be written next to the store ({exc.strerror}); the store itself was written") from None
+    except TLSError as exc:
+        raise StoreError(f"{exc}; the store itself was written") from None
 
 
 class ActionModule(ControllerAction):

@@ -24,14 +24,11 @@ certificate is checked before it is returned (signed by its CA, key pair, names,
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import ipaddress
 import os
 import secrets
-import stat
-import tempfile
 import warnings
 from typing import Any
 
@@ -438,6 +435,8 @@ def ca_dir(store_dir: str) -> str:
 def publish_ca(store_dir: str, data: dict[str, Any], names: list[str]) -> list[str]:
     """Write each CA's current certificate (``<name>.crt``) and trust bundle (``<name>.trust.pem``) to ca_dir, mode
     0644, atomically (temp file, fsync, rename), only when they differ; returns the paths written."""
+    from ansible_collections.keywarden.secrets.plugins.plugin_utils.report import ReportError, write_atomic  # noqa: PLC0415
+
     directory = ca_dir(store_dir)
     written = []
     for name in sorted(names):
@@ -446,25 +445,9 @@ def publish_ca(store_dir: str, data: dict[str, Any], names: list[str]) -> list[s
             if not fields.get(field):
                 continue
             path = os.path.join(directory, name + suffix)
-            content = str(fields[field]).encode()
             try:
-                with open(path, "rb") as handle:
-                    if handle.read() == content and stat.S_IMODE(os.fstat(handle.fileno()).st_mode) == PUBLIC_MODE:
-                        continue
-            except FileNotFoundError:
-                pass
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}{suffix}.")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    os.fchmod(handle.fileno(), PUBLIC_MODE)
-                    handle.write(content)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            written.append(path)
+                if write_atomic(path, str(fields[field]), PUBLIC_MODE):
+                    written.append(path)
+            except ReportError as exc:
+                raise TLSError(f"the public CA certificates cannot be written next to the store: {exc}") from None
     return written
