@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Rotation at scale: S PostgreSQL (or MariaDB) credentials consumed on N local hosts, timed against a no-op play.
 
-    python bench/rotation_scale/run.py [--kind postgresql|mariadb] [--secrets 50] [--hosts 10] [--repeat 3] [--label NAME]
+    python bench/rotation_scale/run.py [--kind postgresql|mariadb|tls_cert] [--secrets 50] [--hosts 10] [--repeat 3] [--label NAME]
                                        [--repo PATH] [--ansible-arg ARG]... [--rotate-arg ARG]... [--env K=V]...
 
 What it does (all in a temp dir; nothing of the repository's inventories or stores is touched):
 
 1. starts a throwaway PostgreSQL (scripts/demo/postgres; --kind mariadb: MariaDB, scripts/demo/mariadb) and
-   creates the database `bench`;
+   creates the database `bench`; --kind tls_cert starts no server: the secrets are certificates (kind tls_cert)
+   issued by one CA `bench_ca` (kind tls_ca), delivered as files (BNN_CERT, BNN_KEY: their paths);
 2. writes an inventory of N local hosts host01..hostNN (ansible_connection local, each with its own
    keywarden_env_dir <tmp>/srv/<host>, services not managed) spread over G consumer groups `grpK`
    (N/G hosts each), plus `dbhost` (a second local alias) alone in group `db`; a catalog of S
@@ -92,10 +93,14 @@ def consumer_pairs(groups: list[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(groups, 2)) if len(groups) > 1 else [(groups[0], groups[0])]
 
 
-KIND_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+KIND_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB", "tls_cert": "TLS certificate"}
+STRATEGIES = {"postgresql": "alternating_users", "mariadb": "alternating_users", "tls_cert": "reissue"}
+CA = "bench_ca"
 
 
 def make_catalog(names: list[str], groups: list[str], kind: str = "postgresql") -> dict[str, Any]:
+    if kind == "tls_cert":
+        return make_tls_catalog(names, groups)
     pairs = consumer_pairs(groups)
     out: dict[str, Any] = {}
     for i, name in enumerate(names):
@@ -115,11 +120,54 @@ def make_catalog(names: list[str], groups: list[str], kind: str = "postgresql") 
     return {"keywarden_catalog_version": 1, "secrets": out}
 
 
+def make_tls_catalog(names: list[str], groups: list[str]) -> dict[str, Any]:
+    """A CA (its trust bundle to svc1) and one certificate per name, laid out over the groups as the logins are."""
+    pairs = consumer_pairs(groups)
+    out: dict[str, Any] = {
+        CA: {
+            "kind": "tls_ca",
+            "description": "bench CA",
+            "environments": [ENVIRONMENT],
+            "target": {"common_name": "keywarden bench CA"},
+            "consumers": [{"group": groups[0], "service": f"svc{groups[0][3:]}", "env": {"BENCH_CA": "trust_bundle"}}],
+        }
+    }
+    for i, name in enumerate(names):
+        prefix = f"B{i:02d}"
+        out[name] = {
+            "kind": "tls_cert",
+            "description": f"bench certificate {i}",
+            "environments": [ENVIRONMENT],
+            "target": {"ca": CA, "common_name": f"s{i:02d}.bench.test", "ip_addresses": ["127.0.0.1"]},
+            "consumers": [
+                {"group": g, "service": f"svc{g[3:]}", "env": {f"{prefix}_CERT": "certificate", f"{prefix}_KEY": "private_key"}}
+                for g in dict.fromkeys(pairs[i % len(pairs)])
+            ],
+        }
+    return {"keywarden_catalog_version": 1, "secrets": out}
+
+
+def certificate_fingerprint(pem: str) -> str:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    return hashlib.sha256(x509.load_pem_x509_certificates(pem.encode())[0].public_bytes(Encoding.DER)).hexdigest()
+
+
+def key_fits(key_pem: str, cert_pem: str) -> bool:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key  # noqa: PLC0415
+
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    key = load_pem_private_key(key_pem.encode(), password=None).public_key().public_bytes(*spki)
+    return bool(key == x509.load_pem_x509_certificates(cert_pem.encode())[0].public_key().public_bytes(*spki))
+
+
 # ---- the target server ------------------------------------------------------------------------------
 class Server:
     """The throwaway database server of a run: scripts/demo/<kind> start DIR writes DIR/<kind>.yml (group_vars)."""
 
-    SCRIPT = {"postgresql": "postgres", "mariadb": "mariadb"}
+    SCRIPT = {"postgresql": "postgres", "mariadb": "mariadb", "tls_cert": ""}
 
     def __init__(self, kind: str, repo: Path, root: Path) -> None:
         self.kind = kind
@@ -129,6 +177,8 @@ class Server:
         self.vars: dict[str, Any] = {}
 
     def start(self) -> None:
+        if self.kind == "tls_cert":
+            return  # certificates have no target server
         self.dir.mkdir()
         os.chmod(self.dir, 0o755)  # noqa: S103 - the server's user must traverse it
         proc = subprocess.run([str(self.script), "start", str(self.dir)], capture_output=True, text=True, timeout=180, check=False)
@@ -222,7 +272,8 @@ class Bench:
             "keywarden_env_manage_services": False,
         }
         (self.inventory / "group_vars" / "all" / "keywarden.yml").write_text("---\n" + yaml.safe_dump(group_vars, sort_keys=False))
-        (self.inventory / "group_vars" / "db" / self.server.vars_file.name).write_text(self.server.vars_file.read_text())
+        if self.server.vars_file.is_file():
+            (self.inventory / "group_vars" / "db" / self.server.vars_file.name).write_text(self.server.vars_file.read_text())
         self.catalog_path.write_text("---\n" + yaml.safe_dump(self.catalog, sort_keys=False))
         self.password_dir.mkdir(mode=0o700)
         fd = os.open(self.password_dir / ENVIRONMENT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -303,6 +354,9 @@ class Bench:
                 problems.append(f"{name}: version {entry['current']['version']} (want {want}), pending {'set' if entry.get('pending') else 'none'}")
         logins = 0
         for name in {rotated[0], rotated[len(rotated) // 2], rotated[-1]}:
+            if self.args.kind == "tls_cert":
+                logins += self.verify_certificate(data, name, problems)
+                continue
             i = self.names.index(name)
             prefix = f"B{i:02d}"
             fields = data["secrets"][name]["current"]["fields"]
@@ -325,6 +379,24 @@ class Bench:
         if problems:
             raise SystemExit("verification failed:\n  " + "\n  ".join(problems))
         return {"rotated": len(rotated), "logins_checked": logins}
+
+    def verify_certificate(self, data: dict[str, Any], name: str, problems: list[str]) -> int:
+        """Each consuming group's files of a certificate: the store's current one, and its key fits it."""
+        i = self.names.index(name)
+        prefix = f"B{i:02d}"
+        fields = data["secrets"][name]["current"]["fields"]
+        checked = 0
+        pairs = consumer_pairs(list(self.groups))
+        for group in dict.fromkeys(pairs[i % len(pairs)]):
+            host = self.groups[group][-1]
+            env_file = self.env_dir / host / f"svc{group[3:]}.env"
+            paths = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+            cert, key = Path(paths[prefix + "_CERT"]).read_text(), Path(paths[prefix + "_KEY"]).read_text()
+            if certificate_fingerprint(cert) != certificate_fingerprint(fields["certificate"]) or not key_fits(key, cert):
+                problems.append(f"{env_file}: {prefix}_CERT/_KEY are not the store's current {name}")
+                continue
+            checked += 1
+        return checked
 
 
 # ---- profile ----------------------------------------------------------------------------------------
@@ -381,7 +453,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"- load average before: {res['load_before']}, after: {res['load_after']}",
         f"- layout: {res['layout']['hosts']} consumer hosts in {res['layout']['groups']} groups + dbhost; "
         f"{s} {KIND_NAMES[res.get('kind', 'postgresql')]} secrets "
-        f"(alternating_users), each consumed by 2 groups ({res['layout']['hosts_per_secret']} hosts)",
+        f"({STRATEGIES[res.get('kind', 'postgresql')]}), each consumed by 2 groups ({res['layout']['hosts_per_secret']} hosts)",
         f"- code: {res['repo']} ({res['repo_state']})",
         f"- extra args: ansible {res['ansible_args'] or '-'}, rotate {res['rotate_args'] or '-'}, env {res['env'] or '-'}",
         f"- setup (site.yml, untimed): {res['setup_s']} s",
@@ -411,7 +483,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"medians of the per-repetition values: ratio {res['cpu_ratio']:.1f}x, marginal {res['cpu_marginal_s']:.3f} s per credential"
         )
     lines += [
-        f"- verified after every rotation: versions +1 for the rotated names only, no pending left, {res['logins_checked']} consumer logins over TCP",
+        f"- verified after every rotation: versions +1 for the rotated names only, no pending left, {res['logins_checked']} "
+        + ("consumers' certificate and key files (the store's current certificate, key fits)" if res.get("kind") == "tls_cert" else "consumer logins over TCP"),
     ]
     if res.get("profile"):
         lines += [
@@ -533,7 +606,7 @@ def main() -> None:
             "half": args.half,
             "hosts_per_secret": sum(len(bench.groups[g]) for g in dict.fromkeys(pairs[0])),
             "consumer_pairs": [list(p) for p in pairs],
-            "target": "dbhost (group db), one throwaway PostgreSQL",
+            "target": "none (certificates)" if args.kind == "tls_cert" else "dbhost (group db), one throwaway PostgreSQL",
         },
         "ansible_args": " ".join(args.ansible_arg),
         "rotate_args": " ".join(args.rotate_arg),

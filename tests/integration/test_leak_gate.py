@@ -21,6 +21,7 @@ from typing import Any
 
 import pyrage
 import pytest
+import yaml
 from support import forms, runner_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ ORDER = [
     ("provision.yml", ()),
     ("deploy.yml", ()),
     ("site.yml", ()),
-    ("rotate.yml", ("-e", "keywarden_rotate_only=app_db")),
+    ("rotate.yml", ("-e", "keywarden_rotate_only=app_db,web_tls,int_ca")),
     ("rotate.yml", ("--check",)),
     ("audit.yml", AUDIT_ARGS),
 ]
@@ -150,6 +151,25 @@ def gate(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory: py
     ws = make_workspace("leak")
     ws.set_password("local")
     (ws.inventory / "group_vars" / "all" / "postgres.yml").write_text(postgres.vars_file.read_text())
+    # certificates too: a CA whose key stays in the store, and a certificate delivered as files with its key
+    raw = yaml.safe_load(ws.catalog.read_text())
+    raw["secrets"].update(
+        {
+            "int_ca": {
+                "kind": "tls_ca",
+                "environments": ["local"],
+                "target": {"common_name": "leak gate CA"},
+                "consumers": [{"group": "worker", "service": "worker", "env": {"TLS_CA_FILE": "trust_bundle"}}],
+            },
+            "web_tls": {
+                "kind": "tls_cert",
+                "environments": ["local"],
+                "target": {"ca": "int_ca", "common_name": "app.test"},
+                "consumers": [{"group": "app", "service": "app", "env": {"TLS_CERT_FILE": "certificate", "TLS_KEY_FILE": "private_key"}}],
+            },
+        }
+    )
+    ws.catalog.write_text("---\n" + yaml.safe_dump(raw, sort_keys=False))
     yield LeakGate(ws)
 
 
@@ -195,6 +215,8 @@ def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path
     assert any(p.name == "job_events" for p in (data_dir / "artifacts").rglob("*"))
     rotated = sum(1 for name in gate.secrets.values() if name == "app_db.password")  # an int: an assertion never shows values
     assert rotated >= 2  # v1 and v2 of the rotated password are both searched for
+    keys = sum(1 for name in gate.secrets.values() if name in ("web_tls.private_key", "int_ca.private_key"))
+    assert keys >= 4  # both keys of the rotated certificate and of the rotated CA
     assert gate.hits() == []
 
 

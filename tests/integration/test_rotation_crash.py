@@ -13,6 +13,9 @@ writes; the store writer killed mid-write, before and after the rename of the fi
 the last (finish: the consumers already hold the new value, the store still says `current`); ansible-playbook
 killed with its workers from outside once the consumers' .env files are rendered; and a single_user rotation
 killed once it is distributing (its old password no longer works until the rerun distributes the new one).
+
+The `tls:` cases do the same to certificates (kind tls_cert, issued by a tls_ca of the same store): the consumer's
+key and certificate always belong together, and the rerun ends on the certificate the crashed run issued.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-from rotation_helpers import Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, store_creds, stored
+from rotation_helpers import Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, read_env, rotate, run_playbook, store_creds, stored
+from tls_helpers import ca_entry, cert_entry, fingerprint, key_matches, write_catalog
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import load_catalog, secrets_for_environment
@@ -129,13 +134,8 @@ def outcomes(make_workspace: Callable[..., Any], postgres: Any, crash_template: 
         yield {case_id: pool.submit(_run_case, make_workspace, crash_template, postgres, case_id) for case_id in CASES}
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
-def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], case_id: str) -> None:
-    case = CASES[case_id]
-    out = outcomes[case_id].result(timeout=900)
-
-    # the crash happened where it was meant to: the run died before its recap
-    crash = out.crash
+def _assert_crashed_as_meant(case: Case, crash: Run) -> None:
+    """The crash happened where it was meant to: the run died before its recap."""
     if case.kill_on:
         assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
     elif case.crash and case.crash.startswith("store-"):
@@ -144,6 +144,14 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
     else:
         assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
     assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], case_id: str) -> None:
+    case = CASES[case_id]
+    out = outcomes[case_id].result(timeout=900)
+
+    _assert_crashed_as_meant(case, out.crash)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     if case.strategy == "alternating_users":
         # zero downtime holds through a crash: what the consumer holds still logs in
@@ -172,3 +180,122 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
             # nothing lost: the login the consumers used before the rotation still works until the next one
             assert end.previous.user != end.current.user
             assert end.previous_login == end.previous.user, "the previous value no longer logs in"
+
+
+# ---- certificates (kind tls_cert): no target host; the consumer's files change with one rename of a link -----------
+# Same crash points. Right after each crash the consumer holds a key and a certificate that belong together (the old
+# pair or the new one, never a mix); the rerun ends with the consumer's files == the store's current certificate, and
+# that is the very certificate the crashed run issued (a pending certificate is never reissued).
+TLS_CASES: dict[str, Case] = {
+    "tls:run-after-plan": Case(crash="run-after-write:1"),
+    "tls:run-after-decide": Case(crash="run-after-write:2"),
+    "tls:run-after-finish": Case(crash="run-after-write:3"),
+    "tls:store-mid-write@plan": Case(crash="store-mid-write:1", version=1),
+    "tls:store-after-rename@plan": Case(crash="store-after-rename:1"),
+    "tls:kill@env-rendered": Case(kill_on="TASK [keywarden_env : Report the delivered files]"),
+}
+TLS_SECRETS = {case_id: f"tls{index:02d}" for index, case_id in enumerate(TLS_CASES)}
+
+
+@dataclass
+class TlsOutcome:
+    crash: Run = field(repr=False)
+    store_opens_after_crash: bool
+    pair_after_crash: bool  # the consumer's key belongs to its certificate
+    consumer_after_crash: str
+    pending_after_crash: str | None
+    current_after_crash: str | None
+    rerun: Run = field(repr=False)
+    pending_at_end: bool
+    lock_at_end: bool
+    version: int
+    current: str
+    consumer: str
+    pair: bool
+    versions_on_disk: int
+
+
+def _tls_delivered(ws: Any, name: str) -> tuple[str, bool]:
+    """(fingerprint of the certificate the consumer's .env points at, whether its key belongs to it)."""
+    env = read_env(ws.env_dir / f"svc{name[-2:]}.env")
+    cert, key = Path(env["TLS_CERT_FILE"]).read_text(), Path(env["TLS_KEY_FILE"]).read_text()
+    return fingerprint(cert), key_matches(key, cert)
+
+
+def _run_tls_case(make_workspace: Callable[..., Any], template: Any, case_id: str) -> TlsOutcome:
+    case, name = TLS_CASES[case_id], TLS_SECRETS[case_id]
+    ws = make_workspace(f"crash-{name}", groups=("web", "clients"))
+    ws.catalog.write_text(template.catalog.read_text())
+    ws.clone_store(template)
+    delivered = run_playbook(ws, "playbooks/deploy.yml")
+    assert delivered.returncode == 0, delivered.explain()
+    crash = rotate(ws, only=name, crash=case.crash, kill_on=case.kill_on)
+    try:
+        entry = ws.store().read()["secrets"][name]
+        opens = True
+        pending = fingerprint(entry["pending"]["fields"]["certificate"]) if entry.get("pending") else None
+        current: str | None = fingerprint(entry["current"]["fields"]["certificate"])
+    except StoreError:
+        opens, pending, current = False, None, None
+    held, pair = _tls_delivered(ws, name)
+    rerun = rotate(ws)
+    data = ws.store().read()
+    end = data["secrets"][name]
+    consumer, end_pair = _tls_delivered(ws, name)
+    return TlsOutcome(
+        crash=crash,
+        store_opens_after_crash=opens,
+        pair_after_crash=pair,
+        consumer_after_crash=held,
+        pending_after_crash=pending,
+        current_after_crash=current,
+        rerun=rerun,
+        pending_at_end=bool(end.get("pending")),
+        lock_at_end=bool(data.get("rotation_lock")),
+        version=end["current"]["version"],
+        current=fingerprint(end["current"]["fields"]["certificate"]),
+        consumer=consumer,
+        pair=end_pair,
+        versions_on_disk=len([p for p in ws.env_dir.iterdir() if p.name.startswith(f".svc{name[-2:]}.{name}@")]),
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_template(make_workspace: Callable[..., Any]) -> Any:
+    """One store holding a CA and a certificate per case (each its own service), made by playbooks/init.yml."""
+    ws = make_workspace("crash-tls-template", groups=("web", "clients"))
+    secrets = {"int_ca": ca_entry()}
+    for name in TLS_SECRETS.values():
+        secrets[name] = cert_entry(f"svc{name[-2:]}", "web", f"{name}.test")
+    write_catalog(ws, secrets)
+    ws.set_password("local")
+    result = ws.run("playbooks/init.yml", "-e", "keywarden_store_create=true")
+    assert result.returncode == 0, result.explain()
+    return ws
+
+
+@pytest.fixture(scope="module")
+def tls_outcomes(make_workspace: Callable[..., Any], tls_template: Any) -> Iterator[dict[str, Future[TlsOutcome]]]:
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="crash-tls") as pool:
+        yield {case_id: pool.submit(_run_tls_case, make_workspace, tls_template, case_id) for case_id in TLS_CASES}
+
+
+@pytest.mark.parametrize("case_id", list(TLS_CASES))
+def test_certificate_crash_then_rerun_converges(tls_outcomes: dict[str, Future[TlsOutcome]], case_id: str) -> None:
+    case = TLS_CASES[case_id]
+    out = tls_outcomes[case_id].result(timeout=900)
+    _assert_crashed_as_meant(case, out.crash)
+    assert out.store_opens_after_crash, "the crash left a store that does not open"
+    # the consumer's files never mix an old key with a new certificate: one rename swaps them
+    assert out.pair_after_crash, "right after the crash the consumer's key does not belong to its certificate"
+    assert out.consumer_after_crash in {out.current_after_crash, out.pending_after_crash}
+
+    assert out.rerun.returncode == 0 and out.rerun.recap().get("failed") == 0, out.rerun.explain()
+    assert not out.pending_at_end and not out.lock_at_end
+    assert out.version == case.version
+    assert out.consumer == out.current and out.pair, "the consumer's files are not the store's current certificate"
+    if out.pending_after_crash is not None:
+        assert out.current == out.pending_after_crash, "the rerun reissued the certificate the crashed run had issued"
+    if out.consumer_after_crash != out.current_after_crash:
+        assert out.current == out.consumer_after_crash, "the consumer's new certificate is not the one that ended as current"
+    assert out.versions_on_disk <= 2, "directories of earlier certificates were left behind"

@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support import COLLECTIONS, digest
+
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
+from ansible_collections.keywarden.secrets.plugins.modules import env_files
 
 SECRETS = Path("ansible_collections", "keywarden", "secrets", "plugins")
 # the interpreter a Debian host runs modules with: outside any checkout or virtualenv, executable by every account
@@ -200,3 +204,104 @@ def test_unprivileged_files_for_another_account_are_refused_before_any_change(pa
     assert result.get("failed")
     assert f"the files in {target} cannot be given to 0:" in result["msg"]
     assert not target.exists()
+
+
+# ---- bundles: files delivered together (certificates), a directory swapped in by one rename of a link ---------------
+def bundle_files() -> dict[str, str]:
+    return {"certificate.pem": env_text(), "chain.pem": env_text(), "private_key.pem": env_text()}
+
+
+def bundle_args(target: Path, bundles: dict[str, dict[str, str]], **extra: Any) -> dict[str, Any]:
+    return {"dir": str(target), "dir_owner": "", "owner": "", "group": "", "files": {"app.env": "# paths\n"}, "bundles": bundles, **extra}
+
+
+def versions(target: Path, name: str) -> list[str]:
+    return sorted(p.name for p in target.iterdir() if p.name.startswith(f".{name}@"))
+
+
+def test_a_bundle_is_a_directory_behind_a_link(payload_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    files = bundle_files()
+    result, raw = run_module(payload_dir, bundle_args(target, {"app.web_tls": files}))
+    assert not result.get("failed"), result.get("msg")
+    assert (result["changed_files"], result["previous"]) == (["app.env", "app.web_tls"], {"app.web_tls": None})
+    link = target / "app.web_tls"
+    assert link.is_symlink() and versions(target, "app.web_tls") == [os.readlink(link)]
+    assert mode(link.resolve()) == 0o700
+    for name, text in files.items():
+        assert (mode(link / name), digest((link / name).read_bytes())) == (0o600, digest(text))
+    assert not any(text in raw for text in files.values())
+    # unchanged: nothing written, the same directory
+    again, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": files}))
+    assert (again["changed"], again["changed_files"], os.readlink(link)) == (False, [], versions(target, "app.web_tls")[0])
+
+
+def test_a_changed_bundle_swaps_the_link_and_keeps_the_previous_directory(payload_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    run_module(payload_dir, bundle_args(target, {"app.web_tls": bundle_files(), "app.web_tls.x": bundle_files()}))
+    first = os.readlink(target / "app.web_tls")
+    # a crashed write's leftovers: a directory and a temp link of this bundle
+    (target / ".app.web_tls@crashed").mkdir()
+    (target / ".app.web_tls@link-crashed").symlink_to(first)
+    other = versions(target, "app.web_tls.x")
+    second_files = bundle_files()
+    result, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": second_files, "app.web_tls.x": dict(zip(bundle_files(), other, strict=False))}))
+    assert result["changed_files"] == ["app.web_tls", "app.web_tls.x"] and result["previous"]["app.web_tls"] == first
+    second = os.readlink(target / "app.web_tls")
+    assert second != first and versions(target, "app.web_tls") == sorted([first, second])
+    assert digest((target / "app.web_tls" / "private_key.pem").read_bytes()) == digest(second_files["private_key.pem"])
+    # a third: the first goes; another bundle whose name starts alike is never touched by this one's clean-up
+    third, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": bundle_files()}))
+    assert third["previous"] == {"app.web_tls": second} and first not in versions(target, "app.web_tls")
+    assert len(versions(target, "app.web_tls")) == 2 and len(versions(target, "app.web_tls.x")) == 2
+
+
+def test_drift_in_a_bundle_is_rewritten(payload_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    files = bundle_files()
+    run_module(payload_dir, bundle_args(target, {"app.web_tls": files}))
+    os.chmod(target / "app.web_tls" / "private_key.pem", 0o644)
+    fixed, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": files}))
+    assert fixed["changed_files"] == ["app.web_tls"] and mode(target / "app.web_tls" / "private_key.pem") == 0o600
+
+
+def test_check_mode_writes_no_bundle(payload_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    target.mkdir()
+    result, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": bundle_files()}), check_mode=True)
+    assert result["changed_files"] == ["app.env", "app.web_tls"]
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("bundles", "fragment"),
+    [
+        pytest.param({"../x": {"a.pem": env_text()}}, "bundles: '../x' is not a plain name", id="path"),
+        pytest.param({"a@b": {"a.pem": env_text()}}, "bundles: 'a@b' is not a plain name", id="at-sign"),
+        pytest.param({"app.env": {"a.pem": env_text()}}, "bundles: 'app.env' is not a plain name", id="a-file-name"),
+        pytest.param({"app.web_tls": {"../a.pem": env_text()}}, "bundles: 'app.web_tls/../a.pem' is not a plain file name", id="file-path"),
+        pytest.param({"app.web_tls": {}}, "bundles: 'app.web_tls' must map file names to contents", id="empty"),
+    ],
+)
+def test_bundle_refusals_write_nothing(payload_dir: Path, tmp_path: Path, bundles: dict[str, Any], fragment: str) -> None:
+    target = tmp_path / "srv"
+    result, _ = run_module(payload_dir, bundle_args(target, bundles))
+    assert result.get("failed") and fragment in result["msg"] and "\n" not in result["msg"]
+    assert not target.exists()
+
+
+def test_something_else_at_a_bundles_name_is_refused_before_any_change(payload_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "srv"
+    (target / "app.web_tls").mkdir(parents=True)
+    result, _ = run_module(payload_dir, bundle_args(target, {"app.web_tls": bundle_files()}))
+    assert result.get("failed") and f"{target / 'app.web_tls'} exists and is not a symbolic link" in result["msg"]
+    assert sorted(p.name for p in target.iterdir()) == ["app.web_tls"]
+
+
+def test_module_documentation_matches_the_argument_spec() -> None:
+    doc = yaml.safe_load(env_files.DOCUMENTATION)["options"]
+    spec = {**ARGUMENT_SPECS["env_files"], "files": {"type": "dict", "default": {}}, "bundles": {"type": "dict", "default": {}}}
+    assert set(doc) == set(spec)
+    for name, option in spec.items():
+        assert doc[name]["type"] == option["type"], name
+        assert doc[name].get("default") == option.get("default"), name

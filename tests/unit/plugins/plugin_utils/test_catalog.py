@@ -101,7 +101,12 @@ def _duplicate_variable(data: dict[str, Any]) -> None:
 # (id, mutation of the sample, fragments the one-line message must hold: the entry and the field)
 SCHEMA_ERRORS = [
     ("unknown-kind", _set("secrets.app_db.kind", "oracle"), ["secrets.app_db.kind", "'oracle'"]),
-    ("tls-cert-not-supported", _set("secrets.app_db.kind", "tls_cert"), ["secrets.app_db.kind", "tls_cert"]),
+    # a kind change keeps the old target block: refused naming the field and what tls_cert takes
+    (
+        "tls-cert-takes-its-own-target",
+        _set("secrets.app_db.kind", "tls_cert"),
+        ["secrets.app_db.target.database", "allowed for kind tls_cert: ca, common_name, dns_names, ip_addresses"],
+    ),
     ("missing-consumers", _set("secrets.app_redis.consumers", _DELETE), ["secrets.app_redis.consumers", "at least one consumer"]),
     ("empty-consumers", _set("secrets.app_redis.consumers", []), ["secrets.app_redis.consumers", "at least one consumer"]),
     (

@@ -49,7 +49,7 @@ def _data() -> dict:
     }
 
 
-def _can_rotate(entry: dict) -> str | None:
+def _can_rotate(entry: dict, stored: dict) -> str | None:
     return None if driver_for(entry["kind"]) else f"no driver for {entry['kind']}"
 
 

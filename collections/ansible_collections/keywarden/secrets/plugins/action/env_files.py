@@ -13,8 +13,12 @@
 5. Not in check mode: record one ``deploy`` line per delivered secret field (as the audit action does), with
    ``changed`` per service; fail closed.
 
+Kinds delivered as files (certificates: catalog.KIND_FILE_FIELDS) go to the same module call as ``bundles``: each a
+directory of files swapped in by one rename of a link (``<service>.<secret>``); the .env file holds their paths.
+
 Returns ``services`` and ``results`` shaped like the register of a template task looping over the services, so the
-role's handlers, report and health check select on ``item.item`` and ``item.changed``. Never returns a value; every
+role's handlers, report and health check select on ``item.item`` and ``item.changed`` (``item.restart`` and
+``item.reload`` say which of the two a changed service needs). Never returns a value; every
 failure is raised with a message built from names only, so that it shows even on a ``no_log`` task.
 """
 
@@ -42,6 +46,7 @@ from ansible_collections.keywarden.secrets.plugins.plugin_utils.deploy import (
     check_formats,
     deploy_entries,
     env_file_name,
+    render_bundles,
     render_env_file,
     secret_fields,
 )
@@ -49,6 +54,31 @@ from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Sto
 
 STAGE = "live"
 MODULE = "keywarden.secrets.env_files"
+
+
+def _bundles_written(service: dict[str, Any], written: list[str]) -> list[str]:
+    return [str(bundle["name"]) for bundle in service.get("bundles") or [] if bundle["name"] in written]
+
+
+def _changed(service: dict[str, Any], written: list[str]) -> bool:
+    return env_file_name(service) in written or bool(_bundles_written(service, written))
+
+
+def _result(service: dict[str, Any], written: list[str], previous: dict[str, Any], directory: str) -> dict[str, Any]:
+    """One service's item: ``changed``; ``restart`` (its .env changed, or its files and it has no reload_command) or
+    ``reload`` (only its files changed); ``previous``: the link and directory each changed bundle had before, for the
+    role to put back when the consumer's health check fails."""
+    env_changed = env_file_name(service) in written
+    bundles = _bundles_written(service, written)
+    reload = bool(bundles) and not env_changed and bool(service.get("reload_command"))
+    return {
+        "item": service,
+        "changed": env_changed or bool(bundles),
+        "restart": env_changed or (bool(bundles) and not reload),
+        "reload": reload,
+        "previous": [{"link": os.path.join(directory, name), "target": previous[name]} for name in bundles if previous.get(name)],
+        "dest": os.path.join(directory, env_file_name(service)),
+    }
 
 
 class ActionModule(TargetAction):
@@ -74,20 +104,21 @@ class ActionModule(TargetAction):
             values = dict(zip(pairs, audited_reads(store, data, pairs, STAGE, purpose="env_files"), strict=True))
             managed = str(resolve_var(task_vars, self._templar, "ansible_managed") or DEFAULT_MANAGED)
             files = {
-                env_file_name(service): render_env_file(service, values, environment, managed, formats.get(service["service"], DEFAULT_FORMAT))
+                env_file_name(service): render_env_file(service, values, environment, managed, formats.get(service["service"], DEFAULT_FORMAT), args["dir"])
                 for service in services
             }
+            bundles = render_bundles(services, values)
         except AuditError as exc:
             raise AnsibleActionFail(f"secret read refused: {exc}") from None
         except (StoreError, AnsibleError) as exc:
             raise AnsibleActionFail(str(exc)) from None
 
         try:
-            out = self._execute_module(module_name=MODULE, module_args={**args, "files": files}, task_vars=task_vars)
+            out = self._execute_module(module_name=MODULE, module_args={**args, "files": files, "bundles": bundles}, task_vars=task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)  # noqa: SLF001 - as ansible's own action plugins do
         written = sorted(str(name) for name in out.get("changed_files") or [])
-        changed_services = [service["service"] for service in services if env_file_name(service) in written]
+        changed_services = [service["service"] for service in services if _changed(service, written)]
 
         if out.get("failed"):
             # the module stops at the first file it cannot write: the ones it wrote before are on the record too
@@ -103,10 +134,8 @@ class ActionModule(TargetAction):
             raise AnsibleActionFail(msg, result={"changed": bool(out.get("changed")), "changed_files": written, "recorded": recorded})
 
         recorded = 0 if self._task.check_mode else self._record(store, data, services, changed_services, args["dir"])
-        results = [
-            {"item": service, "changed": service["service"] in changed_services, "dest": os.path.join(args["dir"], env_file_name(service))}
-            for service in services
-        ]
+        previous = out.get("previous") or {}
+        results = [_result(service, written, previous, args["dir"]) for service in services]
         verb = "would be written" if self._task.check_mode else "written"
         return {
             **result,

@@ -16,7 +16,7 @@ from ansible.errors import AnsibleError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import secrets_for_environment
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, catalog_for, store_for
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import ControllerAction, audited_reads, catalog_for, store_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.drivers import driver_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.journal import Journal
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError
@@ -26,11 +26,20 @@ def _hosts(groups: dict[str, list[str]], names: list[str]) -> list[str]:
     return sorted({host for name in names for host in groups.get(name, [])})
 
 
-def _can_rotate(entry: dict[str, Any]) -> str | None:
-    driver = driver_for(entry["kind"])
-    if driver is None:
-        return f"no rotation driver for kind {entry['kind']} in this release: rotate it by hand (docs/security/secrets/rotation.md)"
-    return driver.rotatable(entry)
+def _rules(data: dict[str, Any]) -> dict[str, Any]:
+    """The plan's two questions, answered by each kind's driver over this store's data: can it rotate, is it due."""
+
+    def can_rotate(entry: dict[str, Any], stored: dict[str, Any]) -> str | None:
+        driver = driver_for(entry["kind"])
+        if driver is None:
+            return f"no rotation driver for kind {entry['kind']} in this release: rotate it by hand (docs/security/secrets/rotation.md)"
+        return driver.rotatable(entry, stored, data)
+
+    def due(entry: dict[str, Any], stored: dict[str, Any], now: float) -> bool:
+        driver = driver_for(entry["kind"])
+        return driver.due(entry, stored, data, now) if driver else rotation.age_due(entry, stored, now)
+
+    return {"can_rotate": can_rotate, "due": due}
 
 
 def _only(value: Any) -> list[str]:
@@ -65,17 +74,34 @@ class _Run:
     ) -> None:
         self.store, self.catalog, self.me, self.journal, self.groups, self.lease, self.check = store, catalog_env, me, journal, groups, lease, check
 
-    def _new_fields(self, name: str, current: dict[str, str]) -> dict[str, str]:
+    def _new_fields(self, name: str, current: dict[str, str], data: dict[str, Any]) -> dict[str, str]:
         entry = self.catalog[name]
         driver = driver_for(entry["kind"])
         if driver is None:  # plan() blocks every kind without a driver
             raise StoreError(f"secret '{name}': no rotation driver for kind {entry['kind']}")
-        return driver.new_fields(entry, current)
+        needs = driver.needs(entry)
+        # what the new value is made from (a certificate: its CA's key), each read on the audit record
+        peers = dict(zip(needs, audited_reads(self.store, data, needs, "current", purpose=f"rotate {name}"), strict=True)) if needs else {}
+        try:
+            return driver.new_fields(entry, current, peers)
+        except StoreError as exc:
+            raise StoreError(f"secret '{name}': {exc}; nothing was changed") from None
 
     def _retire_after(self, name: str) -> float | None:
         entry = self.catalog[name]
         driver = driver_for(entry["kind"])
         return driver.retire_after(entry) if driver else None
+
+    def _publish(self, data: dict[str, Any], promoted: dict[str, Any]) -> None:
+        """A rotated CA's public certificate and trust bundle, next to the store (plugin_utils/tls.py publish_ca)."""
+        cas = [name for name in promoted if self.catalog[name]["kind"] == "tls_ca"]
+        if cas:
+            from ansible_collections.keywarden.secrets.plugins.plugin_utils.tls import TLSError, publish_ca  # noqa: PLC0415 - only CAs need it
+
+            try:
+                publish_ca(self.store.dir, data, cas)
+            except TLSError as exc:
+                raise StoreError(f"the rotation finished, but {exc}") from None
 
     def _targets(self, names: list[str]) -> list[str]:
         return _hosts(self.groups, [self.catalog[name]["target"].get("group") for name in names])
@@ -87,17 +113,17 @@ class _Run:
         taken_over = None
         if self.check:
             data = self.store.read()
-            rotations, blocked = rotation.plan(self.catalog, data, only, _can_rotate)
+            rotations, blocked = rotation.plan(self.catalog, data, only, **_rules(data))
             retire = rotation.due_retirements(data, retirable)
             if rotations or retire:
                 rotation.check_lock(data, self.me, self.store.environment)
         else:
             with self.store.update(event="rotate.create") as data:
-                rotations, blocked = rotation.plan(self.catalog, data, only, _can_rotate)
+                rotations, blocked = rotation.plan(self.catalog, data, only, **_rules(data))
                 retire = rotation.due_retirements(data, retirable)
                 if rotations or retire:
                     taken_over = rotation.take_lock(data, self.me, self.store.environment, self.lease)
-                    rotation.begin(data, [item["name"] for item in rotations], self._new_fields)
+                    rotation.begin(data, [item["name"] for item in rotations], lambda name, current: self._new_fields(name, current, data))
             if rotations or retire:
                 self.store.audit.record("rotate.lock", pid=self.me["pid"], run=self.me["run"], taken_over=bool(taken_over))
             self.journal.start()
@@ -177,6 +203,7 @@ class _Run:
                 rotation.retired(data, retired)
                 rotation.release_lock(data, self.me)
             self.store.audit.record("rotate.unlock", pid=self.me["pid"], run=self.me["run"])
+            self._publish(data, promoted)
         self.journal.remove()
         report = _report(rotations, promoted, failed, set(decision.get("abandon") or []) | set(rolled_back), self.groups)
         report += [f"{name}: previous value retired" for name in retired]

@@ -83,6 +83,18 @@ options:
         task. Never logged.
     type: dict
     default: {}
+  bundles:
+    description:
+      - Files delivered together (a certificate, its chain and its key), by bundle name (C(<service>.<secret>), in
+        O(dir)) to a mapping of file name to content. Set by the action plugin from the store for the kinds delivered
+        as files; do not give it in a task. Never logged.
+      - A bundle is a directory C(.<name>@<random>) (mode C(0700), owner O(owner), group O(group)) holding its files
+        (mode C(0600)), and C(<name>) is a symbolic link to it. A changed bundle is written to a new directory, which
+        the link is then swapped to by one rename, so a consumer never reads a new certificate with an old key. The
+        directory the link had before stays (returned in RV(previous)), so that a failed health check can put it back;
+        older ones are removed.
+    type: dict
+    default: {}
 notes:
   - An unknown owner or group fails the task before anything is written, naming the role variable to fix.
   - Files of services the host no longer consumes are left in place.
@@ -114,7 +126,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_files:
-  description: Names of the files written (in check mode, that would be written), sorted.
+  description: Names of the files and bundles written (in check mode, that would be written), sorted.
   type: list
   elements: str
   returned: always
@@ -142,6 +154,12 @@ results:
   elements: dict
   returned: success
   sample: [{item: {service: app, systemd_unit: app.service}, changed: true, dest: /srv/keywarden/app.env}]
+previous:
+  description:
+    - For each bundle written, the directory its link pointed to before (in O(dir)), or null for a new bundle.
+  type: dict
+  returned: always
+  sample: {nginx.web_tls: .nginx.web_tls@k2j4h1}
 recorded:
   description: (action) Number of audit lines written for the delivery.
   type: int
@@ -153,6 +171,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import stat
 import tempfile
 
@@ -161,6 +180,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
 
 FILE_MODE = 0o600
+BUNDLE_DIR_MODE = 0o700
+# `.<bundle>@<random>`: `@` is in no bundle name, so one bundle's directories never match another bundle's prefix
+BUNDLE_SEP = "@"
 # module option -> what an operator sets it with (role keywarden_env), for error messages
 ROLE_VARS = {
     "dir_mode": "keywarden_env_dir_mode",
@@ -252,6 +274,72 @@ def _write(directory, name, content, uid, gid):
         raise
 
 
+def _link_target(directory, name):
+    """What the bundle's link points to (None when it does not exist); refuse a bundle name that is not a link."""
+    path = os.path.join(directory, name)
+    try:
+        st = os.lstat(path)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Refused(f"{path} cannot be read ({exc.strerror}); nothing written") from None
+    if target is None:
+        raise Refused(f"{path} exists and is not a symbolic link (keywarden delivers {name} as a link to a directory of files): move it away; nothing written")
+    return target
+
+
+def _same_bundle(directory, name, target, files, uid, gid):
+    """True when the link points to one of the bundle's directories, and that holds exactly these files (content,
+    0600, owner) and is 0700, owned uid:gid."""
+    if target is None or "/" in target or not target.startswith(f".{name}{BUNDLE_SEP}"):
+        return False
+    path = os.path.join(directory, target)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) != BUNDLE_DIR_MODE or st.st_uid != uid or st.st_gid != gid:
+        return False
+    if sorted(os.listdir(path)) != sorted(files):
+        return False
+    return all(_same_file(os.path.join(path, name), content, uid, gid) for name, content in files.items())
+
+
+def _write_bundle(directory, name, files, uid, gid):
+    """Write the bundle to a new directory, then swap the link to it with one rename; returns the new directory."""
+    new = tempfile.mkdtemp(dir=directory, prefix=f".{name}{BUNDLE_SEP}")
+    try:
+        os.chown(new, uid, gid)
+        os.chmod(new, BUNDLE_DIR_MODE)
+        for file_name in sorted(files):
+            _write(new, file_name, files[file_name], uid, gid)
+        _fsync_dir(new)
+        link = tempfile.mktemp(dir=directory, prefix=f".{name}{BUNDLE_SEP}link-")  # noqa: S306 - symlink() fails if it exists
+        os.symlink(os.path.basename(new), link)
+        os.replace(link, os.path.join(directory, name))
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return os.path.basename(new)
+
+
+def _prune_bundle(directory, name, keep):
+    """Remove the bundle's directories (and stray temp links) but the ones in ``keep``."""
+    prefix = f".{name}{BUNDLE_SEP}"
+    for entry in os.listdir(directory):
+        if not entry.startswith(prefix) or entry in keep:
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 def _fsync_dir(directory):
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -310,14 +398,31 @@ def run(module):
             files[name] = content.encode("utf-8")
         except (AttributeError, UnicodeError):
             raise Refused(f"files: the content of '{name}' is not UTF-8 text; nothing written") from None
+    bundles = {}
+    for name, members in (p["bundles"] or {}).items():
+        if not isinstance(name, str) or not _NAME_RE.match(name) or BUNDLE_SEP in name or name in files:
+            raise Refused(f"bundles: '{name}' is not a plain name (no directory part, no leading dot, no '@', not a file's name); nothing written")
+        if not isinstance(members, dict) or not members:
+            raise Refused(f"bundles: '{name}' must map file names to contents; nothing written")
+        bundles[name] = {}
+        for file_name, content in members.items():
+            if not isinstance(file_name, str) or not _NAME_RE.match(file_name):
+                raise Refused(f"bundles: '{name}/{file_name}' is not a plain file name; nothing written")
+            try:
+                bundles[name][file_name] = content.encode("utf-8")
+            except (AttributeError, UnicodeError):
+                raise Refused(f"bundles: the content of '{name}/{file_name}' is not UTF-8 text; nothing written") from None
     dir_mode = _mode(p["dir_mode"])
     uid, gid = _uid(p["owner"], "owner"), _gid(p["group"], "group")
     dir_uid = _uid(p["dir_owner"], "dir_owner")
     dir_gid = _gid(p["group"] if p["dir_group"] is None else p["dir_group"], "dir_group" if p["dir_group"] is not None else "group")
-    if files:
+    if files or bundles:
         _check_can_own(uid, gid, f"the files in {directory}")
+    # where each bundle's link points now; something else at a bundle's name is refused before any change
+    links = {name: _link_target(directory, name) if os.path.isdir(directory) else None for name in sorted(bundles)}
 
     changed_files = []
+    previous = {}
     dir_changed = False
     step = f"{directory} cannot be set up"
     try:
@@ -333,6 +438,17 @@ def run(module):
                 step = f"{path} cannot be written"
                 _write(directory, name, content, uid, gid)
             changed_files.append(name)
+        for name in sorted(bundles):
+            step = f"{os.path.join(directory, name)} cannot be read"
+            before = links[name]
+            if _same_bundle(directory, name, before, bundles[name], uid, gid):
+                continue
+            if not module.check_mode:
+                step = f"{os.path.join(directory, name)} cannot be written"
+                new = _write_bundle(directory, name, bundles[name], uid, gid)
+                _prune_bundle(directory, name, {new, before})
+            previous[name] = before
+            changed_files.append(name)
         if changed_files and not module.check_mode:
             step = f"{directory} cannot be synced"
             _fsync_dir(directory)
@@ -343,25 +459,32 @@ def run(module):
             msg=f"{step} ({exc.strerror or type(exc).__name__}){hint}",
             changed=dir_changed or bool(written),
             changed_files=written,
+            previous={} if module.check_mode else previous,
             dir_changed=dir_changed,
             dir=directory,
         )
-    return {"changed": dir_changed or bool(changed_files), "changed_files": changed_files, "dir_changed": dir_changed, "dir": directory}
+    changed_files.sort()
+    return {"changed": dir_changed or bool(changed_files), "changed_files": changed_files, "previous": previous, "dir_changed": dir_changed, "dir": directory}
 
 
 def main():
     module = AnsibleModule(
         # the action's options (shared table), plus the rendered files it adds; `formats` is only the action's
-        argument_spec={**ARGUMENT_SPECS["env_files"], "files": {"type": "dict", "default": {}, "no_log": True}},
+        argument_spec={
+            **ARGUMENT_SPECS["env_files"],
+            "files": {"type": "dict", "default": {}, "no_log": True},
+            "bundles": {"type": "dict", "default": {}, "no_log": True},
+        },
         supports_check_mode=True,
     )
     try:
         result = run(module)
     except Refused as exc:
-        module.fail_json(msg=str(exc), changed=False, changed_files=[], dir_changed=False, dir=module.params["dir"])
+        module.fail_json(msg=str(exc), changed=False, changed_files=[], previous={}, dir_changed=False, dir=module.params["dir"])
     count = len(result["changed_files"])
     verb = "would be written" if module.check_mode else "written"
-    module.exit_json(msg=f"{count} of {len(module.params['files'] or {})} files {verb} in {result['dir']}", **result)
+    total = len(module.params["files"] or {}) + len(module.params["bundles"] or {})
+    module.exit_json(msg=f"{count} of {total} files {verb} in {result['dir']}", **result)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Every error names the catalog entry and the field to fix, on one line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -27,8 +28,17 @@ KIND_STORED_FIELDS: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("username", "password"),
     "redis": ("password",),
     "api_key": ("value",),
-    "tls_cert": ("certificate", "private_key"),
+    # `certificate` is the leaf followed by its chain (what a server presents); `chain` the issuing CA's certificate
+    "tls_cert": ("certificate", "chain", "private_key"),
+    # `trust_bundle`: this CA's certificate and, for an overlap after a CA rotation, the one it replaced
+    "tls_ca": ("certificate", "private_key", "trust_bundle"),
     "generic": ("value",),
+}
+# Kinds delivered as files: the fields a consumer may receive, each written to `<dir>/<service>.<secret>/<field>.pem`
+# (mode 0600) with its path in the .env variable. A CA's private key is not among them: it never leaves the store.
+KIND_FILE_FIELDS: dict[str, tuple[str, ...]] = {
+    "tls_cert": ("certificate", "chain", "private_key"),
+    "tls_ca": ("certificate", "trust_bundle"),
 }
 # The target block of each kind: field -> (required, what it means). The ONE table to extend when a kind gains a
 # target field: validation (missing and unknown fields) and docs/security/secrets/catalog.md both derive from it.
@@ -45,9 +55,17 @@ KIND_TARGET_SCHEMA: dict[str, dict[str, tuple[bool, str]]] = {
     },
     "redis": {"group": (True, _TARGET_GROUP)},
     "api_key": {},
-    "tls_cert": {},
+    "tls_cert": {
+        "ca": (True, "name of the `tls_ca` secret that issues this certificate (in every environment of this one)"),
+        "common_name": (True, "subject common name of the certificate"),
+        "dns_names": (False, "list of DNS names (subject alternative names); none and no `ip_addresses`: the common name"),
+        "ip_addresses": (False, "list of IP addresses (subject alternative names)"),
+    },
+    "tls_ca": {"common_name": (True, "subject common name of the CA certificate")},
     "generic": {},
 }
+# Target fields holding a list of strings (every other target field is one string).
+_TARGET_LISTS = ("dns_names", "ip_addresses")
 # Non-secret fields a consumer may also receive; they come from the catalog's target block.
 KIND_TARGET_FIELDS: dict[str, tuple[str, ...]] = {
     "postgresql": ("database",),
@@ -76,6 +94,7 @@ DEFAULT_STRATEGY: dict[str, str] = {
     "redis": "dual_password",
     "api_key": "overlap",
     "tls_cert": "reissue",
+    "tls_ca": "reissue",
     "generic": "single_user",
 }
 # Which strategies each kind supports.
@@ -86,6 +105,7 @@ KIND_STRATEGIES: dict[str, tuple[str, ...]] = {
     "redis": ("dual_password", "single_user"),
     "api_key": ("overlap", "single_user"),
     "tls_cert": ("reissue",),
+    "tls_ca": ("reissue",),
     "generic": ("single_user",),
 }
 
@@ -94,6 +114,8 @@ _ENV_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# a DNS name of a certificate: labels of letters, digits and hyphens; a leading `*.` for a wildcard
+_DNS_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # The names the catalog accepts, for docs/security/secrets/catalog.md.
 NAME_PATTERNS: dict[str, re.Pattern[str]] = {
     "secret name": _NAME_RE,
@@ -113,20 +135,40 @@ SECRET_FIELDS: dict[str, tuple[bool, str]] = {
     "policy": (False, "generator and rotation policy; every field has a default"),
     "consumers": (True, "at least one: who receives the credential as environment variables"),
 }
-# policy field -> (default, what it holds); a default of None means "per kind" (DEFAULT_STRATEGY)
-POLICY_FIELDS: dict[str, tuple[Any, str]] = {
-    "max_age_days": (90, "days until a value is due for rotation, 1 to 3650"),
-    "length": (32, f"characters of a generated value, {MIN_LENGTH} to {MAX_LENGTH}"),
-    "charset": ("alnum", "alphabet of a generated value: " + ", ".join(CHARSETS)),
-    "strategy": (None, "how a rotation keeps consumers working; the kinds table lists the ones each kind supports"),
+# Key types of certificates: name -> community.crypto openssl_privatekey options.
+KEY_TYPES: dict[str, dict[str, Any]] = {
+    "ecdsa_p256": {"type": "ECC", "curve": "secp256r1"},
+    "ecdsa_p384": {"type": "ECC", "curve": "secp384r1"},
+    "rsa_2048": {"type": "RSA", "size": 2048},
+    "rsa_3072": {"type": "RSA", "size": 3072},
+    "rsa_4096": {"type": "RSA", "size": 4096},
 }
+# Certificate lifetime when the catalog names none, per kind (cert-manager's default for a certificate; ten years for a CA).
+DEFAULT_LIFETIME_DAYS: dict[str, int] = {"tls_cert": 90, "tls_ca": 3650}
+CERT_KINDS = tuple(DEFAULT_LIFETIME_DAYS)
+MAX_LIFETIME_DAYS = 3650
+# policy field -> (default, what it holds); a default of None means "per kind" (DEFAULT_STRATEGY, DEFAULT_LIFETIME_DAYS)
+POLICY_FIELDS: dict[str, tuple[Any, str]] = {
+    "max_age_days": (90, "days until a value is due for rotation, 1 to 3650 (certificates: default `lifetime_days`)"),
+    "length": (32, f"characters of a generated value, {MIN_LENGTH} to {MAX_LENGTH} (not for certificates)"),
+    "charset": ("alnum", "alphabet of a generated value: " + ", ".join(CHARSETS) + " (not for certificates)"),
+    "strategy": (None, "how a rotation keeps consumers working; default and choices per kind: the kinds table"),
+    "lifetime_days": (None, f"certificates only: validity of a new certificate, 1 to {MAX_LIFETIME_DAYS} (default 90 for `tls_cert`, 3650 for `tls_ca`)"),
+    "renew_before_days": (None, "certificates only: renew when less remains of the certificate's validity (default: a third of its lifetime)"),
+    "key_type": ("ecdsa_p256", "certificates only: key of a new certificate: " + ", ".join(KEY_TYPES)),
+}
+_CERT_POLICY_KEYS = {"max_age_days", "strategy", "lifetime_days", "renew_before_days", "key_type"}
 CONSUMER_FIELDS: dict[str, tuple[bool, str]] = {
     "group": (True, "inventory group of the consuming hosts (a warning when it matches no host)"),
     "service": (True, "service name: the file is `<service>.env`"),
     "env": (True, "variable name (upper case) -> field of the credential (stored fields of the kind, or its non-secret target fields)"),
     "systemd_unit": (False, "unit restarted when the file changes"),
     "compose_service": (False, "docker compose service recreated when the file changes"),
-    "health_check": (False, "command run on the host after a restart; non-zero fails the rollout"),
+    "health_check": (False, "command run on the host after a restart or reload; non-zero fails the rollout"),
+    "reload_command": (
+        False,
+        "command run on the host when only the service's certificate files changed (e.g. `nginx -s reload`), instead of a restart",
+    ),
 }
 _SECRET_KEYS = set(SECRET_FIELDS)
 _POLICY_KEYS = set(POLICY_FIELDS)
@@ -214,9 +256,12 @@ def _check_policy(source: str, name: str, kind: str, policy: Any) -> dict[str, A
         policy = {}
     if not isinstance(policy, dict):
         raise _fail(source, name, "policy", "must be a mapping")
-    unknown = sorted(set(policy) - _POLICY_KEYS)
+    allowed = _CERT_POLICY_KEYS if kind in CERT_KINDS else _POLICY_KEYS - {"lifetime_days", "renew_before_days", "key_type"}
+    unknown = sorted(set(policy) - allowed)
     if unknown:
-        raise _fail(source, name, f"policy.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_POLICY_KEYS))}")
+        raise _fail(source, name, f"policy.{unknown[0]}", f"unknown field for kind {kind}; allowed: {', '.join(sorted(allowed))}")
+    if kind in CERT_KINDS:
+        return _check_cert_policy(source, name, kind, policy)
     out = {
         "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", POLICY_FIELDS["max_age_days"][0]), 1, 3650),
         "length": _check_int(source, name, "policy.length", policy.get("length", POLICY_FIELDS["length"][0]), MIN_LENGTH, MAX_LENGTH),
@@ -228,6 +273,41 @@ def _check_policy(source: str, name: str, kind: str, policy: Any) -> dict[str, A
     if out["strategy"] not in KIND_STRATEGIES[kind]:
         raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(KIND_STRATEGIES[kind])} for kind {kind}")
     return out
+
+
+def _check_cert_policy(source: str, name: str, kind: str, policy: dict[str, Any]) -> dict[str, Any]:
+    lifetime = _check_int(source, name, "policy.lifetime_days", policy.get("lifetime_days", DEFAULT_LIFETIME_DAYS[kind]), 1, MAX_LIFETIME_DAYS)
+    renew = policy.get("renew_before_days")
+    if renew is not None:
+        if lifetime < 2:
+            raise _fail(source, name, "policy.renew_before_days", "needs a lifetime_days of 2 or more")
+        renew = _check_int(source, name, "policy.renew_before_days", renew, 1, lifetime - 1)
+    out = {
+        "max_age_days": _check_int(source, name, "policy.max_age_days", policy.get("max_age_days", lifetime), 1, 3650),
+        "strategy": policy.get("strategy") or DEFAULT_STRATEGY[kind],
+        "lifetime_days": lifetime,
+        "renew_before_days": renew,
+        "key_type": policy.get("key_type", POLICY_FIELDS["key_type"][0]),
+    }
+    if out["key_type"] not in KEY_TYPES:
+        raise _fail(source, name, "policy.key_type", f"'{out['key_type']}' is not one of {', '.join(KEY_TYPES)}")
+    if out["strategy"] not in KIND_STRATEGIES[kind]:
+        raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(KIND_STRATEGIES[kind])} for kind {kind}")
+    return out
+
+
+def _check_target_list(source: str, name: str, field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise _fail(source, name, f"target.{field}", "must be a list of strings")
+    for item in value:
+        if field == "dns_names" and not _DNS_RE.match(item):
+            raise _fail(source, name, f"target.{field}", f"'{item}' is not a DNS name")
+        if field == "ip_addresses":
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                raise _fail(source, name, f"target.{field}", f"'{item}' is not an IP address") from None
+    return list(value)
 
 
 def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, Any]:
@@ -246,13 +326,21 @@ def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, A
             raise _fail(source, name, f"target.{key}", f"is required for kind {kind}")
     if "group" in target and not _GROUP_RE.match(str(target["group"])):
         raise _fail(source, name, "target.group", "must be an inventory group name")
-    return dict(target)
+    out = dict(target)
+    for key in sorted(set(target) & set(allowed)) if kind in CERT_KINDS else ():
+        if key in _TARGET_LISTS:
+            out[key] = _check_target_list(source, name, key, target[key])
+        elif not isinstance(target[key], str) or not target[key]:
+            raise _fail(source, name, f"target.{key}", "must be a non-empty string")
+    if "common_name" in out and not 1 <= len(out["common_name"]) <= 64:
+        raise _fail(source, name, "target.common_name", "must be 1 to 64 characters (X.509 upper bound)")
+    return out
 
 
 def _check_consumers(source: str, name: str, kind: str, consumers: Any) -> list[dict[str, Any]]:
     if not isinstance(consumers, list) or not consumers:
         raise _fail(source, name, "consumers", "needs at least one consumer (group, service, env)")
-    allowed_fields = KIND_STORED_FIELDS[kind] + KIND_TARGET_FIELDS.get(kind, ())
+    allowed_fields = KIND_FILE_FIELDS.get(kind) or KIND_STORED_FIELDS[kind] + KIND_TARGET_FIELDS.get(kind, ())
     out = []
     for index, consumer in enumerate(consumers):
         where = f"consumers[{index}]"
@@ -272,8 +360,9 @@ def _check_consumers(source: str, name: str, kind: str, consumers: Any) -> list[
             if not isinstance(var, str) or not _ENV_RE.match(var):
                 raise _fail(source, name, f"{where}.env.{var}", "variable names must be upper case (A-Z, 0-9, _)")
             if field not in allowed_fields:
-                raise _fail(source, name, f"{where}.env.{var}", f"field '{field}' is not one of {', '.join(allowed_fields)} for kind {kind}")
-        for key in ("systemd_unit", "compose_service", "health_check"):
+                secret_key = " (a CA's private key never leaves the store)" if kind == "tls_ca" and field == "private_key" else ""
+                raise _fail(source, name, f"{where}.env.{var}", f"field '{field}' is not one of {', '.join(allowed_fields)} for kind {kind}{secret_key}")
+        for key in ("systemd_unit", "compose_service", "health_check", "reload_command"):
             if key in consumer and (not isinstance(consumer[key], str) or not consumer[key]):
                 raise _fail(source, name, f"{where}.{key}", "must be a non-empty string")
         out.append(dict(consumer))
@@ -306,8 +395,6 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
         kind = entry.get("kind")
         if kind not in KIND_STORED_FIELDS:
             raise _fail(source, name, "kind", f"'{kind}' is not one of {', '.join(KIND_STORED_FIELDS)}")
-        if kind == "tls_cert":
-            raise _fail(source, name, "kind", "tls_cert is not supported by this release yet")
         environments = entry.get("environments")
         if not isinstance(environments, list) or not environments or not all(isinstance(e, str) and _ENVIRONMENT_RE.match(e) for e in environments):
             raise _fail(source, name, "environments", "must list at least one environment name (e.g. [development, production])")
@@ -332,7 +419,23 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
             "policy": _check_policy(source, name, kind, entry.get("policy")),
             "consumers": consumers,
         }
+    _check_issuers(source, secrets_out)
     return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}
+
+
+def _check_issuers(source: str, secrets_out: dict[str, Any]) -> None:
+    """Each certificate names a `tls_ca` entry that exists wherever the certificate does."""
+    for name, entry in secrets_out.items():
+        if entry["kind"] != "tls_cert":
+            continue
+        ca = entry["target"]["ca"]
+        issuer = secrets_out.get(ca)
+        if issuer is None or issuer["kind"] != "tls_ca":
+            cas = sorted(other for other, e in secrets_out.items() if e["kind"] == "tls_ca")
+            raise _fail(source, name, "target.ca", f"'{ca}' is not a tls_ca entry of the catalog (tls_ca entries: {', '.join(cas) or 'none'})")
+        missing = [env for env in entry["environments"] if env not in issuer["environments"]]
+        if missing:
+            raise _fail(source, name, "target.ca", f"CA '{ca}' is not in environment(s) {', '.join(missing)}: add them to secrets.{ca}.environments")
 
 
 def unmatched_groups(catalog: dict[str, Any], environment: str, groups: dict[str, Any]) -> list[str]:
@@ -359,14 +462,27 @@ def secrets_for_environment(catalog: dict[str, Any], environment: str) -> dict[s
     return {name: entry for name, entry in catalog["secrets"].items() if environment in entry["environments"]}
 
 
+def bundle_name(service: str, secret: str) -> str:
+    """The name, in a host's .env directory, of the files of one secret delivered as files to one service.
+    Unique: a secret name has no dot, so the part after the last dot is always the secret."""
+    return f"{service}.{secret}"
+
+
+def bundle_file(field: str) -> str:
+    return f"{field}.pem"
+
+
 def env_plan(catalog: dict[str, Any], environment: str, groups: list[str]) -> list[dict[str, Any]]:
     """What one host receives: a list of services, each with its variables (names and sources, no values).
 
     A host gets a service's file only when it is in that consumer's group, and the file holds only the
-    variables that service consumes (least privilege).
+    variables that service consumes (least privilege). A secret of a kind delivered as files (KIND_FILE_FIELDS)
+    adds a bundle to the service (``bundles``: its name in the .env directory, the secret and its fields); the
+    service's variables hold the paths of those files, relative to the directory (``path``).
     """
     services: dict[str, dict[str, Any]] = {}
     for name, entry in sorted(secrets_for_environment(catalog, environment).items()):
+        file_fields = KIND_FILE_FIELDS.get(entry["kind"], ())
         for consumer in entry["consumers"]:
             if consumer["group"] not in groups:
                 continue
@@ -374,17 +490,26 @@ def env_plan(catalog: dict[str, Any], environment: str, groups: list[str]) -> li
                 consumer["service"],
                 {"service": consumer["service"], "systemd_unit": None, "compose_service": None, "health_check": None, "vars": []},
             )
-            for key in ("systemd_unit", "compose_service", "health_check"):
+            for key in ("systemd_unit", "compose_service", "health_check", "reload_command"):
                 if consumer.get(key):
                     service[key] = consumer[key]
+            if file_fields:
+                bundle = bundle_name(consumer["service"], name)
+                bundles = service.setdefault("bundles", [])
+                if all(item["name"] != bundle for item in bundles):
+                    bundles.append({"name": bundle, "secret": name, "fields": list(file_fields)})
             for var, field in sorted(consumer["env"].items()):
                 item = {"name": var, "secret": name, "field": field}
                 if field in KIND_TARGET_FIELDS.get(entry["kind"], ()):
                     # non-secret: a literal from the catalog's target block
                     item = {"name": var, "literal": str(entry["target"].get(field, ""))}
+                elif file_fields:
+                    # the path of the delivered file, not its content
+                    item = {"name": var, "path": f"{bundle_name(consumer['service'], name)}/{bundle_file(field)}"}
                 service["vars"].append(item)
     for service in services.values():
         service["vars"].sort(key=lambda item: item["name"])
+        service.get("bundles", []).sort(key=lambda item: item["name"])
     return [services[key] for key in sorted(services)]
 
 
@@ -398,8 +523,9 @@ def env_template(catalog: dict[str, Any]) -> str:
     per_service: dict[str, dict[str, str]] = {}
     for name, entry in sorted(catalog["secrets"].items()):
         for consumer in entry["consumers"]:
+            as_file = " file path" if entry["kind"] in KIND_FILE_FIELDS else ""
             for var, field in consumer["env"].items():
-                per_service.setdefault(consumer["service"], {})[var] = f"{name}.{field} ({entry['kind']}; {', '.join(entry['environments'])})"
+                per_service.setdefault(consumer["service"], {})[var] = f"{name}.{field} ({entry['kind']}{as_file}; {', '.join(entry['environments'])})"
     for service in sorted(per_service):
         lines.append("")
         lines.append(f"# --- {service}.env ---")

@@ -17,6 +17,7 @@ from typing import Any
 from ansible.plugins.filter.core import comment
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import Auditor
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import bundle_file
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, get_field, resolve_stage, staged_version
 
 # What `{{ ansible_managed }}` is when nobody sets it (ansible-core's default, without a template file to describe).
@@ -144,21 +145,37 @@ def env_file_name(service: dict[str, Any]) -> str:
     return f"{service['service']}.env"
 
 
+def _bundle_fields(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(bundle name, secret, field) of each file a service receives (kinds delivered as files, catalog.KIND_FILE_FIELDS)."""
+    return [(str(bundle["name"]), str(bundle["secret"]), str(field)) for bundle in service.get("bundles") or [] for field in bundle["fields"]]
+
+
 def secret_fields(services: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The distinct (secret, field) pairs that a host's files hold, sorted."""
-    return sorted({(str(var["secret"]), str(var["field"])) for service in services for var in service["vars"] if "secret" in var})
+    """The distinct (secret, field) pairs that a host's files hold (.env files and delivered files), sorted."""
+    pairs = {(str(var["secret"]), str(var["field"])) for service in services for var in service["vars"] if "secret" in var}
+    pairs |= {(secret, field) for service in services for _name, secret, field in _bundle_fields(service)}
+    return sorted(pairs)
 
 
 def check_fields(data: dict[str, Any], services: list[dict[str, Any]], stage: str, source: str) -> None:
     """Every secret field the files need exists at the stage: else a StoreError naming the file, variable, secret and field."""
     for service in services:
-        for var in service["vars"]:
-            if "secret" not in var:
-                continue
+        wanted = [(var["name"], str(var["secret"]), str(var["field"])) for var in service["vars"] if "secret" in var]
+        wanted += [(f"{name}/{bundle_file(field)}", secret, field) for name, secret, field in _bundle_fields(service)]
+        for what, secret, field in wanted:
             try:
-                get_field(data, str(var["secret"]), str(var["field"]), stage, source=source)
+                get_field(data, secret, field, stage, source=source)
             except StoreError as exc:
-                raise StoreError(f"{env_file_name(service)} {var['name']}: {exc}; no .env file was written") from None
+                raise StoreError(f"{env_file_name(service)} {what}: {exc}; no .env file was written") from None
+
+
+def render_bundles(services: list[dict[str, Any]], values: dict[tuple[str, str], str]) -> dict[str, dict[str, str]]:
+    """The files of each bundle of a host's services: bundle name -> file name -> content (a stored field, as it is)."""
+    out: dict[str, dict[str, str]] = {}
+    for service in services:
+        for name, secret, field in _bundle_fields(service):
+            out.setdefault(name, {})[bundle_file(field)] = values[(secret, field)]
+    return out
 
 
 def render_env_file(
@@ -167,13 +184,15 @@ def render_env_file(
     environment: str,
     managed: str = DEFAULT_MANAGED,
     env_format: str = DEFAULT_FORMAT,
+    dest_dir: str = "",
 ) -> str:
     """The text of ``<service>.env``: a header, then one ``NAME=value`` line per variable, each value quoted so that
     every consumer of ``env_format`` reads it back exactly (see ``quote_env_value``).
 
     ``values`` maps (secret, field) to the value; a variable with a ``literal`` (non-secret, from the catalog's target
-    block) takes that instead. A value the format cannot carry raises a StoreError naming the file, the variable and
-    where the value comes from (never the value): the caller writes nothing.
+    block) takes that instead, and one with a ``path`` (a delivered file) the file's path in ``dest_dir``. A value the
+    format cannot carry raises a StoreError naming the file, the variable and where the value comes from (never the
+    value): the caller writes nothing.
     """
     header = f"# {service['service']}: rendered by keywarden from the {environment} store. Mode 0600."
     if env_format != DEFAULT_FORMAT:
@@ -182,6 +201,8 @@ def render_env_file(
     for var in service["vars"]:
         if "literal" in var:
             value, what = str(var["literal"]), f"the catalog's literal for {var['name']}"
+        elif "path" in var:
+            value, what = os.path.join(dest_dir, str(var["path"])), f"the path of {var['path']} in keywarden_env_dir"
         else:
             value, what = values[(str(var["secret"]), str(var["field"]))], f"secret '{var['secret']}' field '{var['field']}'"
         quoted = quote_env_value(value, env_format)
@@ -208,16 +229,18 @@ def deploy_entries(
     source: str = "store",
 ) -> list[dict[str, Any]]:
     """One ``deploy`` audit entry per delivered secret field: secret, field, stage, version, HMAC of the value, and in
-    ``detail`` the service, file, variable and whether the service's file changed. Literals are not recorded."""
+    ``detail`` the service, file, variable (none for a delivered file) and whether the service's files changed.
+    Literals and paths are not recorded."""
     changed = set(changed)
     entries = []
     for service in services:
         name = str(service["service"])
-        file = os.path.join(dest_dir, env_file_name(service)) if dest_dir else None
-        for var in service.get("vars") or []:
-            if "secret" not in var:
-                continue
-            secret, field = str(var["secret"]), str(var["field"])
+        env_file = os.path.join(dest_dir, env_file_name(service)) if dest_dir else None
+        delivered = [(env_file, var.get("name"), str(var["secret"]), str(var["field"])) for var in service.get("vars") or [] if "secret" in var]
+        delivered += [
+            (os.path.join(dest_dir, bundle, bundle_file(field)) if dest_dir else None, None, secret, field) for bundle, secret, field in _bundle_fields(service)
+        ]
+        for file, var_name, secret, field in delivered:
             value = get_field(data, secret, field, stage, source=source)
             stored_stage = resolve_stage(data["secrets"][secret], stage)
             entries.append(
@@ -231,7 +254,7 @@ def deploy_entries(
                     outcome=outcome,
                     service=name,
                     file=file,
-                    var=var.get("name"),
+                    var=var_name,
                     changed=name in changed,
                 )
             )

@@ -158,14 +158,19 @@ def rotation_history(records: list[dict[str, Any]], environment: str) -> dict[st
 
 
 # ---- the report ---------------------------------------------------------------------------------------
-def _certificate_entry(fields: dict[str, Any], now: float, alert_days: float) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+def _certificate_entry(
+    fields: dict[str, Any], now: float, alert_days: float, policy: dict[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
     if "certificate" not in fields:
         return None, []
     try:
         cert = parse_certificate(fields["certificate"])
     except ReportError as exc:
         return {"error": str(exc)}, [("error", str(exc))]
-    renew_at = cert["not_after"] - cert["lifetime"] * RENEW_FRACTION
+    # the rotation engine's rule (plugin_utils/tls.py renew_before): the policy's renew_before_days, else a third
+    renew_days = (policy or {}).get("renew_before_days")
+    renew_at = cert["not_after"] - (renew_days * DAY if renew_days else cert["lifetime"] * RENEW_FRACTION)
+    rule = f"< {renew_days} d" if renew_days else "< 1/3"
     remaining = cert["not_after"] - now
     entry = {
         "not_before": stamp(cert["not_before"]),
@@ -182,7 +187,7 @@ def _certificate_entry(fields: dict[str, Any], now: float, alert_days: float) ->
     else:
         if now >= renew_at:
             problems.append(
-                ("overdue", f"certificate has {remaining / DAY:.1f} d of {cert['lifetime'] / DAY:.1f} d left (< 1/3): renewal was due {entry['renew_at']}")
+                ("overdue", f"certificate has {remaining / DAY:.1f} d of {cert['lifetime'] / DAY:.1f} d left ({rule}): renewal was due {entry['renew_at']}")
             )
         if remaining <= alert_days * DAY:
             problems.append(("expiring", f"certificate expires {entry['not_after']}, within the {alert_days:g} d alert window"))
@@ -246,7 +251,7 @@ def _secret_entry(
             problems.append(("overdue", f"age {age / DAY:.1f} d > max_age_days {item['max_age_days']}: rotation was due {stamp(due)}"))
         elif due - now <= alert_days * DAY:
             problems.append(("due_soon", f"due {stamp(due)}, within the {alert_days:g} d alert window"))
-    cert, cert_problems = _certificate_entry(current.get("fields") or {}, now, alert_days)
+    cert, cert_problems = _certificate_entry(current.get("fields") or {}, now, alert_days, policy)
     if cert is not None:
         item["certificate"] = cert
         problems.extend(cert_problems)

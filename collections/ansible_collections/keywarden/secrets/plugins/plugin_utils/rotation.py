@@ -48,17 +48,25 @@ def stamp(seconds: float) -> str:
 
 
 # ---- what this run rotates ------------------------------------------------------------------------------
+def age_due(entry: dict[str, Any], stored: dict[str, Any], now: float) -> bool:
+    """The default rule of what is due: the current value is older than the policy's max_age_days."""
+    return (now - epoch(stored["current"].get("created"))) / 86400 >= entry["policy"]["max_age_days"]
+
+
 def plan(
     catalog_env: dict[str, Any],
     data: dict[str, Any],
     only: list[str] | None,
-    can_rotate: Callable[[dict[str, Any]], str | None],
+    can_rotate: Callable[[dict[str, Any], dict[str, Any]], str | None],
     now: float | None = None,
+    due: Callable[[dict[str, Any], dict[str, Any], float], bool] = age_due,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rotations, blocked). Rotations: resumed (a pending value exists), requested (``only``), or due by age.
+    """(rotations, blocked). Rotations: resumed (a pending value exists), requested (``only``), or due.
 
-    ``can_rotate(entry)`` returns None when a driver can rotate the entry, else the reason (and what to do instead).
-    Blocked: due (or requested) secrets that cannot be rotated; the run fails naming them, it never skips them silently.
+    ``due(entry, stored, now)`` says whether a secret is due (default: by age; a driver may add its own rule, e.g. a
+    certificate's remaining lifetime). ``can_rotate(entry, stored)`` returns None when a driver can rotate the entry,
+    else the reason (and what to do instead). Blocked: due (or requested) secrets that cannot be rotated; the run
+    fails naming them, it never skips them silently.
     """
     now = time.time() if now is None else now
     only = [name for name in (only or []) if name]
@@ -82,11 +90,11 @@ def plan(
             reason = "resume"
         elif name in only:
             reason = "requested"
-        elif not only and age_days >= entry["policy"]["max_age_days"]:
+        elif not only and due(entry, stored, now):
             reason = "due"
         else:
             continue
-        why_not = can_rotate(entry)
+        why_not = can_rotate(entry, stored)
         if why_not:
             blocked.append({"name": name, "kind": entry["kind"], "reason": reason, "age_days": round(age_days, 1), "why": why_not})
             continue

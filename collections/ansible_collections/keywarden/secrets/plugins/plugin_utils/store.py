@@ -27,6 +27,7 @@ import errno
 import os
 import re
 import secrets as _secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -304,11 +305,27 @@ def new_entry(kind: str, fields: dict[str, str]) -> dict[str, Any]:
     return {"kind": kind, "version": 1, "created": now, "current": {"version": 1, "created": now, "fields": fields}, "pending": None, "previous": None}
 
 
-def generate_fields(entry: dict[str, Any], charsets: dict[str, str]) -> dict[str, str]:
-    """Fresh stored fields for a catalog entry, from its generator policy."""
+def generate_fields(entry: dict[str, Any], charsets: dict[str, str], issuer: dict[str, str] | None = None, name: str = "") -> dict[str, str]:
+    """Fresh stored fields for a catalog entry, from its generator policy.
+
+    Certificates (plugin_utils/tls.py): a ``tls_ca`` makes its key and self-signed certificate; a ``tls_cert`` is
+    issued by ``issuer``, the current ``certificate`` and ``private_key`` of its CA (the caller reads them, audited).
+    """
+    kind = entry["kind"]
+    if kind in ("tls_ca", "tls_cert"):
+        from ansible_collections.keywarden.secrets.plugins.plugin_utils import tls  # noqa: PLC0415 - only certificates need it
+
+        what = f"secret '{name or entry['target'].get('common_name')}'"
+        try:
+            if kind == "tls_ca":
+                return tls.issue_ca(entry, None, time.time(), what)
+            if not issuer:
+                raise StoreError(f"{what}: its CA '{entry['target']['ca']}' is not in the store")
+            return tls.issue_certificate(entry, issuer, None, time.time(), what)
+        except tls.TLSError as exc:
+            raise StoreError(str(exc)) from None
     policy = entry["policy"]
     value = generate_value(policy["length"], charsets[policy["charset"]])
-    kind = entry["kind"]
     if kind in ("postgresql", "mariadb", "rabbitmq"):
         # the first login; alternating_users rotations move to the other one (catalog.login_names)
         return {"username": login_names(entry)[0], "password": value}

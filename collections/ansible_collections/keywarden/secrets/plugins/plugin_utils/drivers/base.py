@@ -17,20 +17,27 @@ The engine calls, on each target host:
 - ``revoke(target, items, stage)``: retire a value consumers no longer use (a Redis password, an API key after its
   overlap window). Only called when ``retire_after`` says so.
 
-and on the controller: ``rotatable(entry)`` (None, or why this entry cannot be rotated by the engine and what to do
-instead), ``logins(entry)`` (the login names of the entry's strategy), ``new_fields(entry, current)``
-(the pending value's fields: a fresh password, the other login), ``holds(entry)`` (whether a pending value that was
-set must be undone before it is forgotten) and ``retire_after(entry)`` (seconds after promotion until the outgoing
-value is revoked; None: never, it stays valid until the next rotation replaces it).
+and on the controller: ``due(entry, stored, data, now)`` (whether the secret is due for rotation; default: its
+current value is older than the policy's max_age_days), ``rotatable(entry, stored, data)`` (None, or why this entry
+cannot be rotated by the engine and what to do instead), ``logins(entry)`` (the login names of the entry's strategy),
+``needs(entry)`` (other secrets' current fields the new value is made from, e.g. a certificate's CA key: the engine
+reads them, each read audited), ``new_fields(entry, current, peers)`` (the pending value's fields: a fresh password,
+the other login, a certificate issued with ``peers``), ``holds(entry)`` (whether a pending value that was set must be
+undone before it is forgotten) and ``retire_after(entry)`` (seconds after promotion until the outgoing value is
+revoked; None: never, it stays valid until the next rotation replaces it).
+
+``stored`` is the secret's record in the decrypted store and ``data`` the whole store: a driver may read public
+facts of another secret there (a certificate's CA certificate), never put a value into a reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, login_names
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.rotation import age_due
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import generate_value
 
 Outcomes = dict[str, "str | None"]
@@ -69,7 +76,15 @@ class Driver:
     def logins(self, entry: dict[str, Any]) -> tuple[str, ...]:
         return login_names(entry) if "role" in entry["target"] else ()
 
-    def new_fields(self, entry: dict[str, Any], current: dict[str, str]) -> dict[str, str]:
+    def due(self, entry: dict[str, Any], stored: dict[str, Any], data: dict[str, Any], now: float) -> bool:
+        """Whether the secret is due for rotation now (it is also rotated when requested, or resumed)."""
+        return age_due(entry, stored, now)
+
+    def needs(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
+        """(secret, field) of other secrets whose current values ``new_fields`` needs; the engine reads them (audited)."""
+        return []
+
+    def new_fields(self, entry: dict[str, Any], current: dict[str, str], peers: Mapping[tuple[str, str], str] | None = None) -> dict[str, str]:
         """The pending value: a fresh secret field from the policy's generator; for alternating users, the other login."""
         fields = dict(current)
         policy = entry["policy"]
@@ -80,7 +95,7 @@ class Driver:
             fields["username"] = second if current.get("username") == first else first
         return fields
 
-    def rotatable(self, entry: dict[str, Any]) -> str | None:
+    def rotatable(self, entry: dict[str, Any], stored: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> str | None:
         """None when the engine can rotate this entry; else why not and what to do instead (the run then fails naming
         it, e.g. an API key that only its issuer's web console can make)."""
         return None
