@@ -282,12 +282,22 @@ _ENTRY_OF_KIND = {
 }
 
 
+# target fields whose value is not a plain name
+_TARGET_VALUES: dict[str, Any] = {"tags": ["management"], "permissions": {"configure": "", "write": "^orders$", "read": ".*"}, "acl": "~cache:* +@read"}
+
+
 @pytest.mark.parametrize("kind", sorted(_ENTRY_OF_KIND))
 def test_every_target_field_of_the_table_is_accepted_and_no_other(raw: dict[str, Any], kind: str) -> None:
     name = _ENTRY_OF_KIND[kind]
     data = copy.deepcopy(raw)
-    data["secrets"][name]["target"] = {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
-    assert validate_catalog(data)["secrets"][name]["target"] == {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    target = {field: _TARGET_VALUES.get(field, "db") for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    if "admin" in target:  # an entry of the same kind and group that manages itself
+        admin = {**copy.deepcopy(data["secrets"][name]), "target": {k: v for k, v in target.items() if k != "admin"}}
+        admin["consumers"] = [{"group": "cache", "service": "admin", "env": {"ADMIN_PASSWORD": "password"}}]
+        data["secrets"]["other_admin"] = admin
+        target["admin"] = "other_admin"
+    data["secrets"][name]["target"] = target
+    assert validate_catalog(data)["secrets"][name]["target"] == target
     data["secrets"][name]["target"]["extra"] = "x"
     with pytest.raises(CatalogError, match=rf"secrets\.{name}\.target\.extra: unknown field"):
         validate_catalog(data)
