@@ -36,9 +36,13 @@ init_plugin_loader([str(COLLECTIONS)])
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError
 
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
+REDIS_SCRIPT = REPO / "scripts" / "demo" / "redis"
+RABBITMQ_SCRIPT = REPO / "scripts" / "demo" / "rabbitmq"
 CATALOG = REPO / "config" / "secrets" / "catalog.yml"
 PG_SCRIPT = REPO / "scripts" / "demo" / "postgres"
-ALL_GROUPS = ("db", "cache", "app", "worker")
+# `cache` (the sample catalog's Redis target) is left out: provisioning it needs a throwaway Redis (the `redis` fixture),
+# and a workspace that lists it without one would reach whatever Redis listens on 127.0.0.1:6379
+ALL_GROUPS = ("db", "app", "worker")
 _RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
@@ -344,4 +348,70 @@ def postgres() -> Iterator[Postgres]:
         yield Postgres(root)
     finally:
         subprocess.run([str(PG_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Redis:
+    """A throwaway Redis (scripts/demo/redis): TLS offered on a second port (client certificates), users in an ACL file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "redis"
+        self.vars_file = root / "redis.yml"
+        self.vars = yaml.safe_load(self.vars_file.read_text())
+        self.port = int(self.vars["keywarden_target_redis_port"])
+        self.tls_port = int((self.dir / "tls_port").read_text())
+
+    def restart(self) -> None:
+        done = subprocess.run([str(REDIS_SCRIPT), "restart", str(self.root)], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"scripts/demo/redis restart failed:\n{done.stdout}\n{done.stderr}"
+
+
+def start_redis(root: Path, *options: str) -> Redis:
+    started = subprocess.run([str(REDIS_SCRIPT), "start", str(root), *options], capture_output=True, text=True, timeout=120, check=False)
+    assert started.returncode == 0, f"scripts/demo/redis start failed:\n{started.stdout}\n{started.stderr}"
+    return Redis(root)
+
+
+def stop_redis(root: Path) -> None:
+    subprocess.run([str(REDIS_SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Redis]:
+    """A throwaway Redis on free loopback ports, its `default` user open (nopass) as Redis ships it."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    root = Path(tempfile.mkdtemp(prefix="keywarden-redis-", dir="/tmp"))
+    try:
+        yield start_redis(root)
+    finally:
+        stop_redis(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Rabbitmq:
+    """A throwaway RabbitMQ node (scripts/demo/rabbitmq): AMQP, AMQP over TLS, the management API; vhost `orders`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "rabbitmq"
+        self.vars_file = root / "rabbitmq.yml"
+        self.vars = yaml.safe_load(self.vars_file.read_text())
+        self.port, self.tls_port, self.api_port = (int(x) for x in (self.dir / "ports").read_text().split())
+        self.api_url = self.vars["keywarden_target_rabbitmq_api_url"]
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[Rabbitmq]:
+    """A throwaway RabbitMQ node on free loopback ports, with RabbitMQ's default guest account (a fresh node)."""
+    if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
+        pytest.skip("rabbitmq-server is not installed")
+    root = Path(tempfile.mkdtemp(prefix="keywarden-rabbitmq-", dir="/tmp"))
+    try:
+        started = subprocess.run([str(RABBITMQ_SCRIPT), "start", str(root), "orders"], capture_output=True, text=True, timeout=240, check=False)
+        assert started.returncode == 0, f"scripts/demo/rabbitmq start failed:\n{started.stdout}\n{started.stderr}"
+        yield Rabbitmq(root)
+    finally:
+        subprocess.run([str(RABBITMQ_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.utils.display import Display
+
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.drivers.base import Driver, Item, Outcomes, Target, module_outcomes
 
 
@@ -67,5 +69,9 @@ class StoredAdminDriver(Driver):
                 "state": state,
                 "logins": logins,
             }
-            out.update(module_outcomes(group, target.module(self.module_name, args)))
+            result = target.module(self.module_name, args)
+            # the action's result carries the drivers' outcomes only: the module's warnings are shown from here
+            for warning in result.get("warnings") or []:
+                Display().warning(f"{target.host}: {warning}")
+            out.update(module_outcomes(group, result))
         return out
