@@ -401,17 +401,29 @@ class Rabbitmq:
         self.port, self.tls_port, self.api_port = (int(x) for x in (self.dir / "ports").read_text().split())
         self.api_url = self.vars["keywarden_target_rabbitmq_api_url"]
 
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl on this node (Erlang cookie, no password)."""
+        done = subprocess.run(
+            ["bash", "-c", '. "$1/env.sh" && shift && exec /usr/lib/rabbitmq/bin/rabbitmqctl "$@"', "ctl", str(self.dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"rabbitmqctl {args[0]} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
 
-@pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[Rabbitmq]:
-    """A throwaway RabbitMQ node on free loopback ports, with RabbitMQ's default guest account (a fresh node)."""
+
+def start_rabbitmq(root: Path, *vhosts: str) -> Rabbitmq:
+    """A fresh node (with RabbitMQ's default guest account) and the virtual hosts (default: `orders`). Each test module
+    that provisions RabbitMQ starts its own: the first provisioning replaces guest with that module's admin users."""
     if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
         pytest.skip("rabbitmq-server is not installed")
-    root = Path(tempfile.mkdtemp(prefix="keywarden-rabbitmq-", dir="/tmp"))
-    try:
-        started = subprocess.run([str(RABBITMQ_SCRIPT), "start", str(root), "orders"], capture_output=True, text=True, timeout=240, check=False)
-        assert started.returncode == 0, f"scripts/demo/rabbitmq start failed:\n{started.stdout}\n{started.stderr}"
-        yield Rabbitmq(root)
-    finally:
-        subprocess.run([str(RABBITMQ_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+    os.chmod(root, 0o755)  # noqa: S103 - nothing secret lives here
+    started = subprocess.run([str(RABBITMQ_SCRIPT), "start", str(root), *(vhosts or ("orders",))], capture_output=True, text=True, timeout=240, check=False)
+    assert started.returncode == 0, f"scripts/demo/rabbitmq start failed:\n{started.stdout}\n{started.stderr}"
+    return Rabbitmq(root)
+
+
+def stop_rabbitmq(root: Path) -> None:
+    subprocess.run([str(RABBITMQ_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)

@@ -83,6 +83,21 @@ def store_login(ws: Any, name: str, stage: str = "current") -> Login | None:
     return Login(staged["fields"]["username"], staged["fields"]["password"])
 
 
+def has_pending(ws: Any, name: str) -> bool:
+    return bool(stored(ws, name).get("pending"))
+
+
+def versions(ws: Any, name: str) -> tuple[int, int | None]:
+    entry = stored(ws, name)
+    return entry["current"]["version"], (entry.get("previous") or {}).get("version")
+
+
+def retirement(ws: Any, name: str) -> str:
+    """What the store says of the previous value's retirement: 'retired', 'scheduled', or '' (never); no value."""
+    previous = stored(ws, name).get("previous") or {}
+    return "retired" if previous.get("retired") else "scheduled" if previous.get("retire_after") else ""
+
+
 def env_login(ws: Any, service: str, prefix: str) -> Login:
     """What a consumer holds: <prefix>_USER/_PASSWORD of <env_dir>/<service>.env, read afresh."""
     values = read_env(Path(ws.env_dir) / f"{service}.env")
