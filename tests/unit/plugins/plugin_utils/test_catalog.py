@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,25 @@ def test_groups_matching_no_host_are_named_with_their_secret(catalog: dict[str, 
     ]
     assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
     assert catalog_module.unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment
+
+
+# ---- onboarding examples (Redis, RabbitMQ): the commented entries of the sample catalog and the docs' blocks ---------
+def _example_catalogs() -> dict[str, dict[str, Any]]:
+    """The commented examples of the sample catalog, and the YAML blocks of rotation.md, each as one catalog."""
+    text = SAMPLE.read_text().split("# ---- onboarding examples", 1)[1]
+    lines = [line[1:] for line in text.splitlines()[1:] if line.startswith("#  ")]
+    doc = (REPO / "docs" / "security" / "secrets" / "rotation.md").read_text()
+    blocks: dict[str, Any] = {}
+    for block in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL):
+        blocks.update(yaml.safe_load(block))
+    return {"catalog.yml": yaml.safe_load("\n".join(lines)), "rotation.md": blocks}
+
+
+@pytest.mark.parametrize("source", ["catalog.yml", "rotation.md"])
+def test_the_onboarding_examples_pass_the_schema(source: str) -> None:
+    examples = _example_catalogs()[source]
+    assert sorted({entry["kind"] for entry in examples.values()}) == ["rabbitmq", "redis"] and len(examples) == 4
+    validated = validate_catalog({"keywarden_catalog_version": 1, "secrets": examples})["secrets"]
+    broker = next(entry for entry in validated.values() if entry["target"].get("permissions"))
+    assert broker["target"]["permissions"]["configure"] == "^orders\\."
+    assert sum(1 for entry in validated.values() if entry["target"].get("admin")) == 2
