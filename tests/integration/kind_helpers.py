@@ -14,7 +14,23 @@ from typing import Any
 
 import pika
 import redis as redis_py
+import yaml
 from rotation_helpers import read_env, stored
+
+KIND_GROUP = {"redis": "cache", "rabbitmq": "broker"}  # the target group of each kind's test entries
+
+
+def kind_workspace(make: Any, name: str, kind: str, catalog_data: dict[str, Any], server: Any, consumers: Iterable[str] = ("app", "worker")) -> Any:
+    """A conftest Workspace (the kind's target group and the consumer groups) with this catalog and the server's settings."""
+    ws = make(name, groups=(KIND_GROUP[kind], *consumers))
+    ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
+    (ws.inventory / "group_vars" / "all" / f"{kind}.yml").write_text(server.vars_file.read_text())
+    return ws
+
+
+def holds(ws: Any, consumers: Iterable[tuple[str, str]], login: Login) -> bool:
+    """Whether each (service, prefix) consumer's .env holds this login."""
+    return all(env_login(ws, service, prefix).fingerprint == login.fingerprint for service, prefix in consumers)
 
 
 def redis_secret(

@@ -233,22 +233,14 @@ def kind_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         stop_rabbitmq(roots["rabbitmq"])
 
 
-def _kind_workspace(make_workspace: Callable[..., Any], name: str, kind: str, catalog_data: dict[str, Any], server: Any) -> Any:
-    import yaml  # noqa: PLC0415
-
-    ws = make_workspace(name, groups=("cache" if kind == "redis" else "broker", "app"))
-    ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
-    (ws.inventory / "group_vars" / "all" / f"{kind}.yml").write_text(server.vars_file.read_text())
-    return ws
-
-
 @pytest.fixture(scope="module")
 def kind_templates(make_workspace: Callable[..., Any], kind_servers: dict[str, Any]) -> dict[str, Any]:
+    from kind_helpers import kind_workspace  # noqa: PLC0415
     from rotation_helpers import run_playbook  # noqa: PLC0415
 
     templates = {}
     for kind in KINDS:
-        ws = _kind_workspace(make_workspace, f"crash-{kind}-template", kind, _kind_catalog(kind), kind_servers[kind])
+        ws = kind_workspace(make_workspace, f"crash-{kind}-template", kind, _kind_catalog(kind), kind_servers[kind])
         ws.set_password("local")
         site = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
         assert site.returncode == 0, site.explain()
@@ -264,10 +256,10 @@ def _accepts(kind: str, server: Any, login: Any) -> bool:
 
 def _run_kind_case(make_workspace: Callable[..., Any], template: Any, server: Any, kind: str, case_id: str) -> KindOutcome:
     import yaml  # noqa: PLC0415
-    from kind_helpers import env_login, redis_user, store_login  # noqa: PLC0415
+    from kind_helpers import env_login, kind_workspace, redis_user, store_login  # noqa: PLC0415
 
     case, name = KIND_CASES[case_id], KIND_SECRETS[case_id]
-    ws = _kind_workspace(make_workspace, f"crash-{kind}-{name}", kind, yaml.safe_load(template.catalog.read_text()), server)
+    ws = kind_workspace(make_workspace, f"crash-{kind}-{name}", kind, yaml.safe_load(template.catalog.read_text()), server)
     ws.clone_store(template, env_dir=True)
     crash = rotate(ws, only=name, crash=case.crash, kill_on=case.kill_on)
     pending = store_login(ws, name, "pending")

@@ -54,21 +54,27 @@ class Client:
         self.errors: list[str] = []
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(THREADS)]
 
+    def read(self) -> Any:
+        return env_creds(self.ws, "load", self.prefix)
+
+    def attempt(self, creds: Any) -> bool:
+        return connects(self.port, creds)
+
     def _loop(self) -> None:
         while not self.stop.is_set():
             try:
-                creds = env_creds(self.ws, "load", self.prefix)
+                creds = self.read()
             except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
                 with self.lock:
                     self.errors.append(type(exc).__name__)
                 time.sleep(0.01)
                 continue
-            user = creds.user if connects(self.port, creds) else None
+            ok = self.attempt(creds)
             with self.lock:
-                if user is None:
-                    self.failures.append(time.monotonic())
+                if ok:
+                    self.users[creds.user] += 1
                 else:
-                    self.users[user] += 1
+                    self.failures.append(time.monotonic())
 
     def __enter__(self) -> Client:
         self.started = time.monotonic()
@@ -157,32 +163,23 @@ class KindClient(Client):
         super().__init__(ws, 0, "LOAD")
         self.kind, self.server = kind, server
 
-    def _loop(self) -> None:
-        from kind_helpers import amqp_publish, env_login, redis_accepts  # noqa: PLC0415
+    def read(self) -> Any:
+        from kind_helpers import env_login  # noqa: PLC0415
 
-        while not self.stop.is_set():
-            try:
-                creds = env_login(self.ws, "load", "LOAD")
-            except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
-                with self.lock:
-                    self.errors.append(type(exc).__name__)
-                time.sleep(0.01)
-                continue
-            # plain TCP: redis-py builds a TLS context per connection (~100 ms here), which would cap the rate below the goal
-            ok = redis_accepts(self.server, creds, tls=False) if self.kind == "redis" else amqp_publish(self.server, creds, "orders")
-            with self.lock:
-                if ok:
-                    self.users[creds.user] += 1
-                else:
-                    self.failures.append(time.monotonic())
+        return env_login(self.ws, "load", "LOAD")
+
+    def attempt(self, creds: Any) -> bool:
+        from kind_helpers import amqp_publish, redis_accepts  # noqa: PLC0415
+
+        # plain TCP: redis-py builds a TLS context per connection (~100 ms here), which would cap the rate below the goal
+        return redis_accepts(self.server, creds, tls=False) if self.kind == "redis" else amqp_publish(self.server, creds, "orders")
 
 
 @pytest.fixture(scope="module")
 def kind_load(make_workspace: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Per kind: its own throwaway server, and a provisioned store holding an admin entry and the loaded secret."""
-    import yaml  # noqa: PLC0415
     from conftest import start_rabbitmq, start_redis, stop_rabbitmq, stop_redis  # noqa: PLC0415
-    from kind_helpers import rabbitmq_secret, redis_secret  # noqa: PLC0415
+    from kind_helpers import kind_workspace, rabbitmq_secret, redis_secret  # noqa: PLC0415
     from rotation_helpers import run_playbook  # noqa: PLC0415
 
     roots = {kind: tmp_path_factory.mktemp(f"load-{kind}") for kind in KIND_SECRET}
@@ -200,9 +197,7 @@ def kind_load(make_workspace: Callable[..., Any], tmp_path_factory: pytest.TempP
         }
         templates = {}
         for kind, server in servers.items():
-            ws = make_workspace(f"load-{kind}-template", groups=("cache" if kind == "redis" else "broker", "app"))
-            ws.catalog.write_text("---\n" + yaml.safe_dump(catalog(secrets[kind]), sort_keys=False))
-            (ws.inventory / "group_vars" / "all" / f"{kind}.yml").write_text(server.vars_file.read_text())
+            ws = kind_workspace(make_workspace, f"load-{kind}-template", kind, catalog(secrets[kind]), server)
             ws.set_password("local")
             site = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
             assert site.returncode == 0, site.explain()

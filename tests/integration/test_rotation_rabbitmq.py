@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import start_rabbitmq, stop_rabbitmq
-from kind_helpers import Login, amqp_publish, env_login, has_pending, rabbitmq_secret, retirement, store_login
+from kind_helpers import Login, amqp_publish, has_pending, holds, kind_workspace, rabbitmq_secret, retirement, store_login
 from rotation_helpers import catalog, rotate, run_playbook
 
 ADMIN = "mq_admin"
@@ -32,15 +32,8 @@ VHOST = {ADMIN: "/", "orders_mq": "orders", "audit_mq": "orders"}
 GROUPS = ("broker", "app", "worker")
 
 
-def mq_workspace(make: Callable[..., Any], name: str, catalog_data: dict[str, Any], node: Any) -> Any:
-    ws = make(name, groups=GROUPS)
-    ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
-    (ws.inventory / "group_vars" / "all" / "rabbitmq.yml").write_text(node.vars_file.read_text())
-    return ws
-
-
 def consumers_hold(ws: Any, name: str, login: Login) -> bool:
-    return all(env_login(ws, service, prefix).fingerprint == login.fingerprint for service, prefix in CONSUMERS[name])
+    return holds(ws, CONSUMERS[name], login)
 
 
 def api(node: Any, login: Login, path: str) -> Any:
@@ -76,7 +69,7 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def provisioned(make_workspace: Callable[..., Any], rabbitmq: Any) -> tuple[Any, Any]:
-    ws = mq_workspace(make_workspace, "mq-site", catalog(SECRETS), rabbitmq)
+    ws = kind_workspace(make_workspace, "mq-site", "rabbitmq", catalog(SECRETS), rabbitmq)
     ws.set_password("local")
     first = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
     if first.returncode == 0:
@@ -114,7 +107,7 @@ def clone(workspace: Callable[..., Any], provisioned: tuple[Any, Any], rabbitmq:
     """A copy of the provisioned store; the node is brought back to it (a rotation of another test moved it on)."""
     template, first = provisioned
     assert first.returncode == 0, first.explain()
-    ws = mq_workspace(workspace, "mq-rotate", yaml.safe_load(template.catalog.read_text()), rabbitmq)
+    ws = kind_workspace(workspace, "mq-rotate", "rabbitmq", yaml.safe_load(template.catalog.read_text()), rabbitmq)
     ws.clone_store(template, env_dir=True)
     rabbitmq.ctl("import_definitions", str(template.root / "definitions.json"))
     return ws

@@ -17,7 +17,20 @@ from typing import Any
 import pytest
 import yaml
 from conftest import start_redis, stop_redis
-from kind_helpers import Login, env_login, has_pending, redis_accepts, redis_open, redis_secret, redis_user, retirement, store_login, versions
+from kind_helpers import (
+    Login,
+    env_login,
+    has_pending,
+    holds,
+    kind_workspace,
+    redis_accepts,
+    redis_open,
+    redis_secret,
+    redis_user,
+    retirement,
+    store_login,
+    versions,
+)
 from rotation_helpers import catalog, rotate, run_playbook
 
 ADMIN = "kw_admin"
@@ -36,15 +49,8 @@ CONSUMERS = {
 GROUPS = ("cache", "app", "worker")
 
 
-def redis_workspace(make: Callable[..., Any], name: str, catalog_data: dict[str, Any], server: Any) -> Any:
-    ws = make(name, groups=GROUPS)
-    ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
-    (ws.inventory / "group_vars" / "all" / "redis.yml").write_text(server.vars_file.read_text())
-    return ws
-
-
 def consumers_hold(ws: Any, name: str, login: Login) -> bool:
-    return all(env_login(ws, service, prefix).fingerprint == login.fingerprint for service, prefix in CONSUMERS[name])
+    return holds(ws, CONSUMERS[name], login)
 
 
 def admin(ws: Any) -> Login:
@@ -65,7 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def provisioned(make_workspace: Callable[..., Any], server: Any) -> tuple[Any, Any]:
-    ws = redis_workspace(make_workspace, "redis-site", catalog(SECRETS), server)
+    ws = kind_workspace(make_workspace, "redis-site", "redis", catalog(SECRETS), server)
     ws.set_password("local")
     first = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
     # the server's users as the template store left them (digests only): each clone starts the server from here
@@ -114,7 +120,7 @@ def test_the_acl_survives_a_restart(provisioned: tuple[Any, Any], server: Any) -
 def clone(workspace: Callable[..., Any], provisioned: tuple[Any, Any], server: Any) -> Any:
     template, first = provisioned
     assert first.returncode == 0, first.explain()
-    ws = redis_workspace(workspace, "redis-rotate", yaml.safe_load(template.catalog.read_text()), server)
+    ws = kind_workspace(workspace, "redis-rotate", "redis", yaml.safe_load(template.catalog.read_text()), server)
     ws.clone_store(template, env_dir=True)
     shutil.copy2(template.root / "users.acl.template", server.dir / "users.acl")
     server.restart()
