@@ -14,7 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FAULTS, MARIADB_DECOY_DATABASE, MARIADB_SCRIPT, MARIADB_SECRETS, PG_SCRIPT, MariaDB, PlaybookResult, Postgres, Workspace
+from support import (
+    FAULTS,
+    MARIADB_DECOY_DATABASE,
+    MARIADB_SCRIPT,
+    MARIADB_SECRETS,
+    PG_SCRIPT,
+    MariaDB,
+    PlaybookResult,
+    Postgres,
+    Redis,
+    Workspace,
+    start_redis,
+    stop_redis,
+)
 
 
 @pytest.fixture
@@ -119,4 +132,17 @@ def mariadb() -> Iterator[MariaDB]:
         yield server
     finally:
         subprocess.run([str(MARIADB_SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Redis]:
+    """A throwaway Redis on free loopback ports, its `default` user open (nopass) as Redis ships it."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed: scripts/dev/bootstrap test installs it")
+    root = Path(tempfile.mkdtemp(prefix="keywarden-redis-", dir="/tmp"))
+    try:
+        yield start_redis(root)
+    finally:
+        stop_redis(root)
         shutil.rmtree(root, ignore_errors=True)

@@ -45,7 +45,11 @@ from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Sto
 CLIENT = REPO / "scripts" / "secrets" / "vault-password-client"
 CATALOG = REPO / "config" / "secrets" / "catalog.yml"
 PG_SCRIPT = REPO / "scripts" / "demo" / "postgres"
-ALL_GROUPS = ("db", "cache", "app", "worker")
+REDIS_SCRIPT = REPO / "scripts" / "demo" / "redis"
+RABBITMQ_SCRIPT = REPO / "scripts" / "demo" / "rabbitmq"
+# `cache` (the sample catalog's Redis target) is left out: provisioning it needs a throwaway Redis (the `redis` fixture),
+# and a workspace that lists it without one would reach whatever Redis listens on 127.0.0.1:6379
+ALL_GROUPS = ("db", "app", "worker")
 _RECAP_RE = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
@@ -410,3 +414,69 @@ def forms(value: str) -> dict[str, str]:
         "url": urllib.parse.quote(value, safe=""),
         "url+": urllib.parse.quote_plus(value),
     }
+
+
+# ---- Redis and RabbitMQ (scripts/demo/redis, scripts/demo/rabbitmq) ----------------------------------------
+class Redis:
+    """A throwaway Redis (scripts/demo/redis): TLS offered on a second port (client certificates), users in an ACL file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "redis"
+        self.vars_file = root / "redis.yml"
+        self.vars = yaml.safe_load(self.vars_file.read_text())
+        self.port = int(self.vars["keywarden_target_redis_port"])
+        self.tls_port = int((self.dir / "tls_port").read_text())
+
+    def restart(self) -> None:
+        done = subprocess.run([str(REDIS_SCRIPT), "restart", str(self.root)], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"scripts/demo/redis restart failed:\n{done.stdout}\n{done.stderr}"
+
+
+def start_redis(root: Path, *options: str) -> Redis:
+    started = subprocess.run([str(REDIS_SCRIPT), "start", str(root), *options], capture_output=True, text=True, timeout=120, check=False)
+    assert started.returncode == 0, f"scripts/demo/redis start failed:\n{started.stdout}\n{started.stderr}"
+    return Redis(root)
+
+
+def stop_redis(root: Path) -> None:
+    subprocess.run([str(REDIS_SCRIPT), "stop", str(root)], capture_output=True, timeout=60, check=False)
+
+
+class Rabbitmq:
+    """A throwaway RabbitMQ node (scripts/demo/rabbitmq): AMQP, AMQP over TLS, the management API; vhost `orders`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "rabbitmq"
+        self.vars_file = root / "rabbitmq.yml"
+        self.vars = yaml.safe_load(self.vars_file.read_text())
+        self.port, self.tls_port, self.api_port = (int(x) for x in (self.dir / "ports").read_text().split())
+        self.api_url = self.vars["keywarden_target_rabbitmq_api_url"]
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl on this node (Erlang cookie, no password)."""
+        done = subprocess.run(
+            ["bash", "-c", '. "$1/env.sh" && shift && exec /usr/lib/rabbitmq/bin/rabbitmqctl "$@"', "ctl", str(self.dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"rabbitmqctl {args[0]} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+def start_rabbitmq(root: Path, *vhosts: str) -> Rabbitmq:
+    """A fresh node (with RabbitMQ's default guest account) and the virtual hosts (default: `orders`). Each test module
+    that provisions RabbitMQ starts its own: the first provisioning replaces guest with that module's admin users."""
+    if not os.path.exists("/usr/lib/rabbitmq/bin/rabbitmq-server"):
+        raise AssertionError("rabbitmq-server is not installed: scripts/dev/bootstrap test installs it")
+    os.chmod(root, 0o755)  # noqa: S103 - nothing secret lives here
+    started = subprocess.run([str(RABBITMQ_SCRIPT), "start", str(root), *(vhosts or ("orders",))], capture_output=True, text=True, timeout=240, check=False)
+    assert started.returncode == 0, f"scripts/demo/rabbitmq start failed:\n{started.stdout}\n{started.stderr}"
+    return Rabbitmq(root)
+
+
+def stop_rabbitmq(root: Path) -> None:
+    subprocess.run([str(RABBITMQ_SCRIPT), "stop", str(root)], capture_output=True, timeout=120, check=False)

@@ -93,9 +93,38 @@ def consumer_pairs(groups: list[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(groups, 2)) if len(groups) > 1 else [(groups[0], groups[0])]
 
 
-KIND_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB", "tls_cert": "TLS certificate"}
-STRATEGIES = {"postgresql": "alternating_users", "mariadb": "alternating_users", "tls_cert": "reissue"}
+KIND_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB", "redis": "Redis", "rabbitmq": "RabbitMQ", "tls_cert": "TLS certificate"}
+STRATEGY = {
+    "postgresql": "alternating_users",
+    "mariadb": "alternating_users",
+    "redis": "dual_password",
+    "rabbitmq": "alternating_users",
+    "tls_cert": "reissue",
+}
 CA = "bench_ca"
+# the field a consumer's <prefix>_NAME holds (Redis has none)
+NAME_FIELD = {"postgresql": "database", "mariadb": "database", "rabbitmq": "vhost"}
+ADMIN = "bench_admin"  # Redis and RabbitMQ: the admin login the drivers read from the store (not rotated)
+
+
+def _target(kind: str, i: int) -> dict[str, Any]:
+    if kind == "redis":
+        return {"group": "db", "username": f"bench_r{i:02d}", "admin": ADMIN}
+    if kind == "rabbitmq":
+        return {"group": "db", "role": f"bench_r{i:02d}", "vhost": DATABASE, "admin": ADMIN}
+    return {"group": "db", "database": DATABASE, "role": f"bench_r{i:02d}"}
+
+
+def _admin_entry(kind: str) -> dict[str, Any]:
+    target = {"group": "db", "username": "kwbench", "acl": "~* &* +@all"} if kind == "redis" else {"group": "db", "role": "kwbench", "tags": ["administrator"]}
+    return {
+        "kind": kind,
+        "description": "the admin login of the bench server",
+        "environments": [ENVIRONMENT],
+        "target": target,
+        "policy": {"max_age_days": 3650, "length": 32, "charset": "alnum", "strategy": STRATEGY[kind]},
+        "consumers": [{"group": "db", "service": "admin", "env": {"ADMIN_USER": "username", "ADMIN_PASSWORD": "password"}}],
+    }
 
 
 def make_catalog(names: list[str], groups: list[str], kind: str = "postgresql") -> dict[str, Any]:
@@ -105,18 +134,20 @@ def make_catalog(names: list[str], groups: list[str], kind: str = "postgresql") 
     out: dict[str, Any] = {}
     for i, name in enumerate(names):
         prefix = f"B{i:02d}"
-        consumers = [
-            {"group": g, "service": f"svc{g[3:]}", "env": {f"{prefix}_USER": "username", f"{prefix}_PASSWORD": "password", f"{prefix}_NAME": "database"}}
-            for g in dict.fromkeys(pairs[i % len(pairs)])
-        ]
+        env = {f"{prefix}_USER": "username", f"{prefix}_PASSWORD": "password"}
+        if kind in NAME_FIELD:
+            env[f"{prefix}_NAME"] = NAME_FIELD[kind]
+        consumers = [{"group": g, "service": f"svc{g[3:]}", "env": dict(env)} for g in dict.fromkeys(pairs[i % len(pairs)])]
         out[name] = {
             "kind": kind,
             "description": f"bench login {i}",
             "environments": [ENVIRONMENT],
-            "target": {"group": "db", "database": DATABASE, "role": f"bench_r{i:02d}"},
-            "policy": {"max_age_days": 3650, "length": 32, "charset": "alnum", "strategy": "alternating_users"},
+            "target": _target(kind, i),
+            "policy": {"max_age_days": 3650, "length": 32, "charset": "alnum", "strategy": STRATEGY[kind]},
             "consumers": consumers,
         }
+    if kind in ("redis", "rabbitmq"):
+        out[ADMIN] = _admin_entry(kind)
     return {"keywarden_catalog_version": 1, "secrets": out}
 
 
@@ -167,7 +198,7 @@ def key_fits(key_pem: str, cert_pem: str) -> bool:
 class Server:
     """The throwaway database server of a run: scripts/demo/<kind> start DIR writes DIR/<kind>.yml (group_vars)."""
 
-    SCRIPT = {"postgresql": "postgres", "mariadb": "mariadb", "tls_cert": ""}
+    SCRIPT = {"postgresql": "postgres", "mariadb": "mariadb", "redis": "redis", "rabbitmq": "rabbitmq", "tls_cert": ""}
 
     def __init__(self, kind: str, repo: Path, root: Path) -> None:
         self.kind = kind
@@ -181,10 +212,13 @@ class Server:
             return  # certificates have no target server
         self.dir.mkdir()
         os.chmod(self.dir, 0o755)  # noqa: S103 - the server's user must traverse it
-        proc = subprocess.run([str(self.script), "start", str(self.dir)], capture_output=True, text=True, timeout=180, check=False)
+        extra = [DATABASE] if self.kind == "rabbitmq" else []  # the node's virtual host
+        proc = subprocess.run([str(self.script), "start", str(self.dir), *extra], capture_output=True, text=True, timeout=240, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"{self.script} start failed:\n{proc.stdout}\n{proc.stderr}")
         self.vars = yaml.safe_load(self.vars_file.read_text())
+        if self.kind in ("redis", "rabbitmq"):
+            return  # users only: nothing to create
         if self.kind == "postgresql":
             socket_dir, port = self.vars["keywarden_target_postgresql_login_unix_socket"], self.vars["keywarden_target_postgresql_port"]
             conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres")
@@ -207,6 +241,27 @@ class Server:
 
     def login(self, user: str, password: str) -> str | None:
         """The account a TCP login with these credentials gets on database `bench`, or None when refused."""
+        if self.kind == "redis":
+            import redis  # noqa: PLC0415 - only this kind needs it
+
+            client = redis.Redis(host="127.0.0.1", port=self.vars["keywarden_target_redis_port"], username=user, password=password, socket_timeout=5)
+            try:
+                return user if client.ping() else None
+            except redis.RedisError:
+                return None
+            finally:
+                client.close()
+        if self.kind == "rabbitmq":
+            import pika  # noqa: PLC0415 - only this kind needs it
+
+            params = pika.ConnectionParameters(
+                host="127.0.0.1", port=self.vars["keywarden_target_rabbitmq_port"], virtual_host=DATABASE, credentials=pika.PlainCredentials(user, password)
+            )
+            try:
+                pika.BlockingConnection(params).close()
+            except pika.exceptions.AMQPError:
+                return None
+            return user
         try:
             if self.kind == "postgresql":
                 conn = psycopg2.connect(
@@ -366,7 +421,7 @@ class Bench:
                 values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
                 held = hashlib.sha256(f"{values[prefix + '_USER']}\0{values[prefix + '_PASSWORD']}".encode()).hexdigest()
                 stored = hashlib.sha256(f"{fields['username']}\0{fields['password']}".encode()).hexdigest()
-                if held != stored or values[prefix + "_NAME"] != DATABASE:
+                if held != stored or values.get(prefix + "_NAME", DATABASE) != DATABASE:
                     problems.append(f"{env_file}: {prefix}_* do not match the store's current {name}")
                     continue
                 got = self.server.login(values[prefix + "_USER"], values[prefix + "_PASSWORD"])
@@ -453,7 +508,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"- load average before: {res['load_before']}, after: {res['load_after']}",
         f"- layout: {res['layout']['hosts']} consumer hosts in {res['layout']['groups']} groups + dbhost; "
         f"{s} {KIND_NAMES[res.get('kind', 'postgresql')]} secrets "
-        f"({STRATEGIES[res.get('kind', 'postgresql')]}), each consumed by 2 groups ({res['layout']['hosts_per_secret']} hosts)",
+        f"({STRATEGY[res.get('kind', 'postgresql')]}), each consumed by 2 groups ({res['layout']['hosts_per_secret']} hosts)",
         f"- code: {res['repo']} ({res['repo_state']})",
         f"- extra args: ansible {res['ansible_args'] or '-'}, rotate {res['rotate_args'] or '-'}, env {res['env'] or '-'}",
         f"- setup (site.yml, untimed): {res['setup_s']} s",

@@ -93,14 +93,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackupHost]:
 
 
 def _inventory(ws: Any, consumers: dict[str, Consumer]) -> None:
-    """The controller (db and cache over the local socket) and the two consumer containers."""
+    """The controller (db over the local socket) and the two consumer containers (no `cache`: see conftest ALL_GROUPS)."""
     container = {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3", "keywarden_env_dir": ENV_DIR}
     hosts = {
         "all": {
             "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
             "children": {
                 "db": {"hosts": {"localhost": None}},
-                "cache": {"hosts": {"localhost": None}},
                 "app": {"hosts": {consumers["app"].name: container}},
                 "worker": {"hosts": {consumers["worker"].name: container}},
             },

@@ -299,3 +299,153 @@ def test_certificate_crash_then_rerun_converges(tls_outcomes: dict[str, Future[T
     if out.consumer_after_crash != out.current_after_crash:
         assert out.current == out.consumer_after_crash, "the consumer's new certificate is not the one that ended as current"
     assert out.versions_on_disk <= 2, "directories of earlier certificates were left behind"
+
+
+# ---- Redis (dual_password) and RabbitMQ (alternating_users): the same crashes at each step boundary -------------------
+# Each case rotates its own user of one shared server per kind, in a fresh copy of a provisioned store. Right after
+# the crash the consumer's value still logs in (both strategies are zero-downtime); the rerun converges: store current
+# == the consumer's .env == a login the server accepts, and the pending value the crashed run had persisted is the one
+# that ends as current. Redis: the outgoing password is gone (retired in the cleanup play, one password left).
+# RabbitMQ: the outgoing user still works (alternating users keep it until the next rotation).
+KIND_CASES: dict[str, Case] = {
+    "run-after-plan": Case(crash="run-after-write:1"),
+    "run-after-decide": Case(crash="run-after-write:2"),
+    "run-after-finish": Case(crash="run-after-write:3"),
+    "kill@env-rendered": Case(kill_on="TASK [keywarden_env : Report the delivered files]"),
+    # Redis: the cleanup play has removed the outgoing password; the store still says it is current
+    "kill@finish": Case(kill_on="TASK [keywarden_rotate : finish | Promote"),
+}
+KIND_SECRETS = {case_id: f"kcrash{index:02d}" for index, case_id in enumerate(KIND_CASES)}
+KINDS = ("redis", "rabbitmq")
+
+
+@dataclass
+class KindOutcome:
+    crash: Run = field(repr=False)
+    consumer_accepted_after_crash: bool
+    pending_after_crash: str | None
+    rerun: Run = field(repr=False)
+    pending_left: bool
+    lock_left: bool
+    consumer_holds_current: bool
+    current_accepted: bool
+    current: str
+    previous_accepted: bool | None
+    passwords: int | None  # Redis: passwords left on the user
+
+
+def _kind_catalog(kind: str) -> dict[str, Any]:
+    from kind_helpers import rabbitmq_secret, redis_secret  # noqa: PLC0415
+
+    if kind == "redis":
+        secrets = {"crash_admin": redis_secret("kwcrash", acl="~* &* +@all", consumers=[("cache", "redis-admin", "ADMIN")])}
+        secrets.update({name: redis_secret(f"c{name[-2:]}", admin="crash_admin", consumers=[("app", "app", name.upper())]) for name in KIND_SECRETS.values()})
+    else:
+        secrets = {"crash_admin": rabbitmq_secret("kwcrash", tags=["administrator"], vhost="/", consumers=[("broker", "rabbitmq-admin", "ADMIN")])}
+        secrets.update(
+            {name: rabbitmq_secret(f"c{name[-2:]}", admin="crash_admin", consumers=[("app", "app", name.upper())]) for name in KIND_SECRETS.values()}
+        )
+    return catalog(secrets)
+
+
+@pytest.fixture(scope="module")
+def kind_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from support import start_rabbitmq, start_redis, stop_rabbitmq, stop_redis  # noqa: PLC0415
+
+    roots = {kind: tmp_path_factory.mktemp(f"crash-{kind}") for kind in KINDS}
+    try:
+        yield {"redis": start_redis(roots["redis"]), "rabbitmq": start_rabbitmq(roots["rabbitmq"])}
+    finally:
+        stop_redis(roots["redis"])
+        stop_rabbitmq(roots["rabbitmq"])
+
+
+@pytest.fixture(scope="module")
+def kind_templates(make_workspace: Callable[..., Any], kind_servers: dict[str, Any]) -> dict[str, Any]:
+    from kind_helpers import kind_workspace  # noqa: PLC0415
+    from rotation_helpers import run_playbook  # noqa: PLC0415
+
+    templates = {}
+    for kind in KINDS:
+        ws = kind_workspace(make_workspace, f"crash-{kind}-template", kind, _kind_catalog(kind), kind_servers[kind])
+        ws.set_password("local")
+        site = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
+        assert site.returncode == 0, site.explain()
+        templates[kind] = ws
+    return templates
+
+
+def _accepts(kind: str, server: Any, login: Any) -> bool:
+    from kind_helpers import amqp_publish, redis_accepts  # noqa: PLC0415
+
+    return redis_accepts(server, login) if kind == "redis" else amqp_publish(server, login, "orders")
+
+
+def _run_kind_case(make_workspace: Callable[..., Any], template: Any, server: Any, kind: str, case_id: str) -> KindOutcome:
+    import yaml  # noqa: PLC0415
+    from kind_helpers import env_login, kind_workspace, redis_user, store_login  # noqa: PLC0415
+
+    case, name = KIND_CASES[case_id], KIND_SECRETS[case_id]
+    ws = kind_workspace(make_workspace, f"crash-{kind}-{name}", kind, yaml.safe_load(template.catalog.read_text()), server)
+    ws.clone_store(template, env_dir=True)
+    crash = rotate(ws, only=name, crash=case.crash, kill_on=case.kill_on)
+    pending = store_login(ws, name, "pending")
+    consumer_ok = _accepts(kind, server, env_login(ws, "app", name.upper()))
+    rerun = rotate(ws)
+    entry = stored(ws, name)
+    current, previous = store_login(ws, name), store_login(ws, name, "previous")
+    assert current is not None
+    passwords = None
+    if kind == "redis":
+        admin = store_login(ws, "crash_admin")
+        user = redis_user(server, admin, current.user) if admin else None
+        passwords = len(user["passwords"]) if user else None
+    return KindOutcome(
+        crash=crash,
+        consumer_accepted_after_crash=consumer_ok,
+        pending_after_crash=pending.fingerprint if pending else None,
+        rerun=rerun,
+        pending_left=bool(entry.get("pending")),
+        lock_left=bool(ws.store().read().get("rotation_lock")),
+        consumer_holds_current=env_login(ws, "app", name.upper()).fingerprint == current.fingerprint,
+        current_accepted=_accepts(kind, server, current),
+        current=current.fingerprint,
+        previous_accepted=_accepts(kind, server, previous) if previous else None,
+        passwords=passwords,
+    )
+
+
+@pytest.fixture(scope="module")
+def kind_outcomes(
+    make_workspace: Callable[..., Any], kind_servers: dict[str, Any], kind_templates: dict[str, Any]
+) -> Iterator[dict[tuple[str, str], Future[KindOutcome]]]:
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kind-crash") as pool:
+        yield {
+            (kind, case_id): pool.submit(_run_kind_case, make_workspace, kind_templates[kind], kind_servers[kind], kind, case_id)
+            for kind in KINDS
+            for case_id in KIND_CASES
+        }
+
+
+@pytest.mark.parametrize("case_id", list(KIND_CASES))
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_kind_crashed_at_a_step_boundary_converges_on_rerun(kind_outcomes: dict[tuple[str, str], Future[KindOutcome]], kind: str, case_id: str) -> None:
+    case = KIND_CASES[case_id]
+    out = kind_outcomes[(kind, case_id)].result(timeout=900)
+    if case.kill_on:
+        assert out.crash.killed, f"the run never printed {case.kill_on!r}\n{out.crash.explain()}"
+    else:
+        assert out.crash.returncode == -9, f"{case.crash} did not kill the run\n{out.crash.explain()}"
+    assert not out.crash.recap(), f"the run went on after the crash\n{out.crash.explain()}"
+    assert out.consumer_accepted_after_crash, "right after the crash the consumer's credentials were refused"
+    assert out.rerun.returncode == 0 and out.rerun.recap().get("failed") == 0, out.rerun.explain()
+    assert not out.pending_left and not out.lock_left
+    assert out.consumer_holds_current, "the consumer's .env does not hold the store's current value"
+    assert out.current_accepted, "the current value is refused at the server"
+    if out.pending_after_crash is not None:
+        assert out.current == out.pending_after_crash, "the rerun replaced the pending value the crashed run had persisted"
+    assert out.previous_accepted is not None, "promotion dropped the previous value"
+    if kind == "redis":
+        assert not out.previous_accepted and out.passwords == 1, "the outgoing Redis password was not retired"
+    else:
+        assert out.previous_accepted, "the outgoing RabbitMQ user no longer works"

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,21 +54,27 @@ class Client:
         self.errors: list[str] = []
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(THREADS)]
 
+    def read(self) -> Any:
+        return env_creds(self.ws, "load", self.prefix)
+
+    def attempt(self, creds: Any) -> bool:
+        return connects(self.port, creds)
+
     def _loop(self) -> None:
         while not self.stop.is_set():
             try:
-                creds = env_creds(self.ws, "load", self.prefix)
+                creds = self.read()
             except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
                 with self.lock:
                     self.errors.append(type(exc).__name__)
                 time.sleep(0.01)
                 continue
-            user = creds.user if connects(self.port, creds) else None
+            ok = self.attempt(creds)
             with self.lock:
-                if user is None:
-                    self.failures.append(time.monotonic())
+                if ok:
+                    self.users[creds.user] += 1
                 else:
-                    self.users[user] += 1
+                    self.failures.append(time.monotonic())
 
     def __enter__(self) -> Client:
         self.started = time.monotonic()
@@ -143,3 +149,96 @@ def test_logins_during_a_rotation(
         # the consumer moved from one login to the other while logging in, and not one login failed
         assert set(client.users) == {"ldalt_a", "ldalt_b"}
         assert result.failed == 0, f"{result.failed} logins failed during an alternating_users rotation"
+
+
+# ---- Redis (AUTH + PING) and RabbitMQ (connect + publish): 0 failed operations ------------------------------
+KIND_SECRET = {"redis": "load_redis", "rabbitmq": "load_mq"}
+
+
+class KindClient(Client):
+    """THREADS threads doing one operation each time with the .env's credentials, re-read before each one:
+    Redis: a new TCP connection, AUTH, PING; RabbitMQ: a new AMQP connection, publish one message."""
+
+    def __init__(self, ws: Any, kind: str, server: Any) -> None:
+        super().__init__(ws, 0, "LOAD")
+        self.kind, self.server = kind, server
+
+    def read(self) -> Any:
+        from kind_helpers import env_login  # noqa: PLC0415
+
+        return env_login(self.ws, "load", "LOAD")
+
+    def attempt(self, creds: Any) -> bool:
+        from kind_helpers import amqp_publish, redis_accepts  # noqa: PLC0415
+
+        # plain TCP: redis-py builds a TLS context per connection (~100 ms here), which would cap the rate below the goal
+        return redis_accepts(self.server, creds, tls=False) if self.kind == "redis" else amqp_publish(self.server, creds, "orders")
+
+
+@pytest.fixture(scope="module")
+def kind_load(make_workspace: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Per kind: its own throwaway server, and a provisioned store holding an admin entry and the loaded secret."""
+    from kind_helpers import kind_workspace, rabbitmq_secret, redis_secret  # noqa: PLC0415
+    from rotation_helpers import run_playbook  # noqa: PLC0415
+    from support import start_rabbitmq, start_redis, stop_rabbitmq, stop_redis  # noqa: PLC0415
+
+    roots = {kind: tmp_path_factory.mktemp(f"load-{kind}") for kind in KIND_SECRET}
+    try:
+        servers = {"redis": start_redis(roots["redis"]), "rabbitmq": start_rabbitmq(roots["rabbitmq"])}
+        secrets = {
+            "redis": {
+                "load_admin": redis_secret("kwload", acl="~* &* +@all", consumers=[("cache", "redis-admin", "ADMIN")]),
+                KIND_SECRET["redis"]: redis_secret("loader", admin="load_admin", consumers=[("app", "load", "LOAD")]),
+            },
+            "rabbitmq": {
+                "load_admin": rabbitmq_secret("kwload", tags=["administrator"], vhost="/", consumers=[("broker", "rabbitmq-admin", "ADMIN")]),
+                KIND_SECRET["rabbitmq"]: rabbitmq_secret("loader", admin="load_admin", consumers=[("app", "load", "LOAD")]),
+            },
+        }
+        templates = {}
+        for kind, server in servers.items():
+            ws = kind_workspace(make_workspace, f"load-{kind}-template", kind, catalog(secrets[kind]), server)
+            ws.set_password("local")
+            site = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
+            assert site.returncode == 0, site.explain()
+            templates[kind] = ws
+        yield {"servers": servers, "templates": templates}
+    finally:
+        stop_redis(roots["redis"])
+        stop_rabbitmq(roots["rabbitmq"])
+
+
+@pytest.mark.parametrize("kind", list(KIND_SECRET))
+def test_operations_during_a_rotation(
+    kind_load: dict[str, Any], kind: str, capsys: pytest.CaptureFixture[str], record_property: Callable[[str, Any], None]
+) -> None:
+    from kind_helpers import env_login, store_login  # noqa: PLC0415
+
+    ws, server, name = kind_load["templates"][kind], kind_load["servers"][kind], KIND_SECRET[kind]
+    old = store_login(ws, name)
+    with KindClient(ws, kind, server) as client:
+        time.sleep(1)  # the client is up to speed before the rotation starts
+        run = rotate(ws, only=name)
+        time.sleep(1)  # and keeps going once it is over
+    assert run.returncode == 0, run.explain()
+    assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
+    total = sum(client.users.values()) + len(client.failures)
+    strategy = "dual_password" if kind == "redis" else "alternating_users"
+    result = LoadResult(
+        strategy=f"{kind}-{strategy}",
+        logins=total,
+        failed=len(client.failures),
+        seconds=round(client.seconds, 1),
+        rate=round(total / client.seconds, 1),
+        failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
+        users=dict(sorted(client.users.items())),
+        rotation_s=round(run.seconds, 1),
+    )
+    _record(result, capsys, record_property)
+    assert result.rate >= MIN_RATE, f"the client managed {result.rate}/s, below {MIN_RATE}/s: the run proves nothing"
+    new = store_login(ws, name)
+    assert old is not None and new is not None and new.fingerprint != old.fingerprint
+    assert env_login(ws, "load", "LOAD").fingerprint == new.fingerprint
+    if kind == "rabbitmq":
+        assert set(client.users) == {"loader_a", "loader_b"}, "the consumer did not move to the standby user while publishing"
+    assert result.failed == 0, f"{result.failed} operations failed during a {kind} rotation"

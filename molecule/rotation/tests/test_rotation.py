@@ -69,3 +69,29 @@ def test_consumer_runs_with_the_new_current_password(host):
     stored = _store_digests()
     assert stored["current"] != stored["previous"], "the rotation left the password unchanged"
     assert held.stdout.strip() == stored["current"], f"{unit} does not run with the store's current app_db password"
+
+
+def _store_redis_digests():
+    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    password = (ephemeral / "vault-pass" / "development").read_text().strip().encode()
+    entry = Store(str(ephemeral / "store"), "development", [("development", VaultSecret(password))]).read()["secrets"]["app_redis"]
+    return {stage: hashlib.sha256(entry[stage]["fields"]["password"].encode()).hexdigest() for stage in ("current", "previous")}
+
+
+DIGEST_ENV = (
+    "import hashlib, sys\n"
+    "env = dict(l.strip().split('=', 1) for l in open(sys.argv[1]) if '=' in l and not l.startswith('#'))\n"
+    "print(hashlib.sha256(env['REDIS_PASSWORD'].encode()).hexdigest())\n"
+)
+
+
+def test_redis_consumer_logs_in_with_the_rotated_password(host):
+    if _service(host) != "app":
+        return  # only the app consumes Redis
+    login = host.run("/usr/local/bin/keywarden-redis-login /srv/keywarden/redis.env")
+    assert login.rc == 0, login.stderr
+    held = host.run("python3 -c %s %s", DIGEST_ENV, "/srv/keywarden/redis.env")
+    assert held.rc == 0, held.stderr
+    stored = _store_redis_digests()
+    assert stored["current"] != stored["previous"], "the rotation left the Redis password unchanged"
+    assert held.stdout.strip() == stored["current"], "the app's redis.env does not hold the store's current app_redis password"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -287,12 +288,22 @@ _ENTRY_OF_KIND = {
 }
 
 
+# target fields whose value is not a plain name
+_TARGET_VALUES: dict[str, Any] = {"tags": ["management"], "permissions": {"configure": "", "write": "^orders$", "read": ".*"}, "acl": "~cache:* +@read"}
+
+
 @pytest.mark.parametrize("kind", sorted(_ENTRY_OF_KIND))
 def test_every_target_field_of_the_table_is_accepted_and_no_other(raw: dict[str, Any], kind: str) -> None:
     name = _ENTRY_OF_KIND[kind]
     data = copy.deepcopy(raw)
-    data["secrets"][name]["target"] = {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
-    assert validate_catalog(data)["secrets"][name]["target"] == {field: "db" for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    target = {field: _TARGET_VALUES.get(field, "db") for field in catalog_module.KIND_TARGET_SCHEMA[kind]}
+    if "admin" in target:  # an entry of the same kind and group that manages itself
+        admin = {**copy.deepcopy(data["secrets"][name]), "target": {k: v for k, v in target.items() if k != "admin"}}
+        admin["consumers"] = [{"group": "cache", "service": "admin", "env": {"ADMIN_PASSWORD": "password"}}]
+        data["secrets"]["other_admin"] = admin
+        target["admin"] = "other_admin"
+    data["secrets"][name]["target"] = target
+    assert validate_catalog(data)["secrets"][name]["target"] == target
     data["secrets"][name]["target"]["extra"] = "x"
     with pytest.raises(CatalogError, match=rf"secrets\.{name}\.target\.extra: unknown field"):
         validate_catalog(data)
@@ -357,3 +368,25 @@ def test_groups_matching_no_host_are_named_with_their_secret(catalog: dict[str, 
     ]
     assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
     assert catalog_module.unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment
+
+
+# ---- onboarding examples (Redis, RabbitMQ): the commented entries of the sample catalog and the docs' blocks ---------
+def _example_catalogs() -> dict[str, dict[str, Any]]:
+    """The commented examples of the sample catalog, and the YAML blocks of rotation.md, each as one catalog."""
+    text = SAMPLE.read_text().split("# ---- onboarding examples", 1)[1]
+    lines = [line[1:] for line in text.splitlines()[1:] if line.startswith("#  ")]
+    doc = (REPO / "docs" / "security" / "secrets" / "rotation.md").read_text()
+    blocks: dict[str, Any] = {}
+    for block in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL):
+        blocks.update(yaml.safe_load(block))
+    return {"catalog.yml": yaml.safe_load("\n".join(lines)), "rotation.md": blocks}
+
+
+@pytest.mark.parametrize("source", ["catalog.yml", "rotation.md"])
+def test_the_onboarding_examples_pass_the_schema(source: str) -> None:
+    examples = _example_catalogs()[source]
+    assert sorted({entry["kind"] for entry in examples.values()}) == ["rabbitmq", "redis"] and len(examples) == 4
+    validated = validate_catalog({"keywarden_catalog_version": 1, "secrets": examples})["secrets"]
+    broker = next(entry for entry in validated.values() if entry["target"].get("permissions"))
+    assert broker["target"]["permissions"]["configure"] == "^orders\\."
+    assert sum(1 for entry in validated.values() if entry["target"].get("admin")) == 2

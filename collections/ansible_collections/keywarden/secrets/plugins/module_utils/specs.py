@@ -91,6 +91,65 @@ MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
     "host_pattern": {"type": "str", "default": "%"},
 }
 
+# The redis_logins and rabbitmq_logins modules: the admin login comes from the store (the catalog entry named by
+# target.admin, or the entry itself), read by the driver and passed here; their `logins` differ from the databases'.
+REDIS_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+    "logins": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "name": {"type": "str", "required": True},
+            "user": {"type": "str", "required": True},
+            "password": {"type": "str", "required": True, "no_log": True},
+            "acl": {"type": "str"},
+            "exclusive": {"type": "bool", "default": False},
+        },
+    },
+    "state": {"type": "str", "default": "present", "choices": ["present", "tested", "revoked"]},
+    "login_user": {"type": "str", "default": "default"},
+    "login_password": {"type": "str", "no_log": True},
+    "login_host": {"type": "str", "default": "127.0.0.1"},
+    "login_port": {"type": "int", "default": 6379},
+    "login_unix_socket": {"type": "str"},
+    "tls": {"type": "str", "default": "prefer", "choices": ["disable", "prefer", "require"]},
+    "tls_port": {"type": "int", "default": 0},
+    "tls_ca_file": {"type": "path"},
+    "tls_cert_file": {"type": "path"},
+    "tls_key_file": {"type": "path"},
+    "test_host": {"type": "str", "default": "127.0.0.1"},
+    "connect_timeout": {"type": "int", "default": 10},
+}
+RABBITMQ_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
+    "logins": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "name": {"type": "str", "required": True},
+            "user": {"type": "str", "required": True},
+            "password": {"type": "str", "required": True, "no_log": True},
+            "vhost": {"type": "str", "default": "/"},
+            "tags": {"type": "list", "elements": "str", "default": []},
+            "configure": {"type": "str", "default": ".*"},
+            "write": {"type": "str", "default": ".*"},
+            "read": {"type": "str", "default": ".*"},
+            "sibling": {"type": "str"},
+        },
+    },
+    "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
+    "login_user": {"type": "str", "required": True},
+    "login_password": {"type": "str", "required": True, "no_log": True},
+    "api_url": {"type": "str", "default": "http://127.0.0.1:15672"},
+    "api_ca_file": {"type": "path"},
+    "bootstrap_guest": {"type": "bool", "default": True},
+    "test_host": {"type": "str", "default": "127.0.0.1"},
+    "amqp_port": {"type": "int", "default": 5672},
+    "tls": {"type": "str", "default": "prefer", "choices": ["disable", "prefer", "require"]},
+    "tls_ca_file": {"type": "path"},
+    "connect_timeout": {"type": "int", "default": 10},
+}
+
 # Encrypted backups and their restore (plugin_utils/backup.py does the work on the controller).
 _BACKUP_COMMON: dict[str, dict[str, Any]] = {
     "environment": {"type": "str"},

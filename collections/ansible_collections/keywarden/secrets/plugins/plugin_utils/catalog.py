@@ -26,7 +26,7 @@ KIND_STORED_FIELDS: dict[str, tuple[str, ...]] = {
     "postgresql": ("username", "password"),
     "mariadb": ("username", "password"),
     "rabbitmq": ("username", "password"),
-    "redis": ("password",),
+    "redis": ("username", "password"),
     "api_key": ("value",),
     # `certificate` is the leaf followed by its chain (what a server presents); `chain` the issuing CA's certificate
     "tls_cert": ("certificate", "chain", "private_key"),
@@ -45,15 +45,31 @@ KIND_FILE_FIELDS: dict[str, tuple[str, ...]] = {
 _TARGET_GROUP = "inventory group of the hosts that run the target server (provision and rotation act there)"
 _TARGET_DATABASE = "database the login may use; a consumer may receive it as the non-secret field `database`"
 _TARGET_ROLE = "login name; with `alternating_users` the logins are `<role>_a` and `<role>_b`, members of a NOLOGIN role `<role>`"
+_TARGET_ADMIN = (
+    "catalog entry (same kind and target group) whose value keywarden logs in with to manage this one; "
+    "omit it for an entry that manages itself (the admin login)"
+)
 KIND_TARGET_SCHEMA: dict[str, dict[str, tuple[bool, str]]] = {
     "postgresql": {"group": (True, _TARGET_GROUP), "role": (True, _TARGET_ROLE), "database": (True, _TARGET_DATABASE)},
     "mariadb": {"group": (True, _TARGET_GROUP), "role": (True, _TARGET_ROLE), "database": (True, _TARGET_DATABASE)},
     "rabbitmq": {
         "group": (True, _TARGET_GROUP),
-        "role": (True, _TARGET_ROLE),
-        "vhost": (False, "virtual host; a consumer may receive it as the non-secret field `vhost`"),
+        "role": (True, "user name; with `alternating_users` the users are `<role>_a` and `<role>_b`, with the same tags and permissions"),
+        "vhost": (False, "virtual host (default `/`, must exist); a consumer may receive it as the non-secret field `vhost`"),
+        "tags": (False, "list of user tags both users get, e.g. `[management]` (default none; the admin entry: `[administrator]`)"),
+        "permissions": (False, "`configure`, `write`, `read` regular expressions on the virtual host, its only permissions (default `.*` each)"),
+        "admin": (False, _TARGET_ADMIN),
     },
-    "redis": {"group": (True, _TARGET_GROUP)},
+    "redis": {
+        "group": (True, _TARGET_GROUP),
+        "username": (False, "ACL user (default `default`, the user `requirepass` sets); stored as the field `username`"),
+        "acl": (
+            False,
+            "ACL rules of the user, its whole permissions, e.g. `~cache:* +@read +@write` (default: existing users keep theirs, "
+            "new ones get `~* &* +@all -@dangerous`)",
+        ),
+        "admin": (False, _TARGET_ADMIN),
+    },
     "api_key": {},
     "tls_cert": {
         "ca": (True, "name of the `tls_ca` secret that issues this certificate (in every environment of this one)"),
@@ -334,7 +350,78 @@ def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, A
             raise _fail(source, name, f"target.{key}", "must be a non-empty string")
     if "common_name" in out and not 1 <= len(out["common_name"]) <= 64:
         raise _fail(source, name, "target.common_name", "must be 1 to 64 characters (X.509 upper bound)")
+    for key, value in target.items():
+        check = _TARGET_VALUE_CHECKS.get(key)
+        problem = check(value) if check else None
+        if problem:
+            raise _fail(source, name, f"target.{key}", problem)
+    if target.get("admin") == name:
+        raise _fail(source, name, "target.admin", "names the entry itself; omit target.admin for an entry that manages itself")
     return out
+
+
+def _check_text(pattern: re.Pattern[str], what: str) -> Any:
+    return lambda value: None if isinstance(value, str) and pattern.match(value) else f"must be {what}"
+
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$")
+_TAG_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def _check_tags(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(tag, str) and _TAG_RE.match(tag) for tag in value):
+        return "must be a list of tag names (lower case, e.g. [management])"
+    return None
+
+
+def _check_permissions(value: Any) -> str | None:
+    if not isinstance(value, dict) or not value:
+        return "must map configure, write and read to regular expressions"
+    unknown = sorted(str(key) for key in set(value) - {"configure", "write", "read"})
+    if unknown:
+        return f"unknown permission '{unknown[0]}'; allowed: configure, write, read"
+    if not all(isinstance(regex, str) for regex in value.values()):
+        return "each permission must be a regular expression string ('' for none)"
+    return None
+
+
+def _check_acl(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.split():
+        return "must be a string of ACL rules, e.g. '~cache:* +@read +@write'"
+    # passwords have no place in the catalog: the store holds them, keywarden adds them
+    if any(rule[:1] in (">", "<", "#", "!") or rule in ("nopass", "resetpass", "reset") for rule in value.split()):
+        return "holds a password rule (>, <, #, !, nopass, resetpass, reset); passwords come from the store, keep only permissions here"
+    return None
+
+
+# Values of optional target fields (the required ones are non-empty strings, checked above).
+_TARGET_VALUE_CHECKS: dict[str, Any] = {
+    "vhost": _check_text(re.compile(r"^\S.{0,254}$"), "a virtual host name"),
+    "username": _check_text(_USER_RE, "a user name (letters, digits, _ . @ -)"),
+    "admin": _check_text(_NAME_RE, "the name of another catalog entry"),
+    "tags": _check_tags,
+    "permissions": _check_permissions,
+    "acl": _check_acl,
+}
+
+
+def _check_admins(source: str, secrets: dict[str, Any]) -> None:
+    """target.admin names an entry of the same kind and target group, present in every environment of this one, that
+    manages itself (no chains)."""
+    for name, entry in secrets.items():
+        admin = entry["target"].get("admin")
+        if not admin:
+            continue
+        other = secrets.get(admin)
+        if other is None:
+            raise _fail(source, name, "target.admin", f"names '{admin}', which is not in the catalog")
+        if other["kind"] != entry["kind"] or other["target"].get("group") != entry["target"].get("group"):
+            raise _fail(source, name, "target.admin", f"'{admin}' must be of kind {entry['kind']} with target.group {entry['target'].get('group')}")
+        missing = [env for env in entry["environments"] if env not in other["environments"]]
+        if missing:
+            raise _fail(source, name, "target.admin", f"'{admin}' is not in environment {missing[0]}; add it there")
+        if other["target"].get("admin"):
+            raise _fail(source, name, "target.admin", f"'{admin}' names an admin itself; an admin entry manages itself (omit its target.admin)")
 
 
 def _check_consumers(source: str, name: str, kind: str, consumers: Any) -> list[dict[str, Any]]:
@@ -420,6 +507,7 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
             "consumers": consumers,
         }
     _check_issuers(source, secrets_out)
+    _check_admins(source, secrets_out)
     return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}
 
 

@@ -330,5 +330,6 @@ def generate_fields(entry: dict[str, Any], charsets: dict[str, str], issuer: dic
         # the first login; alternating_users rotations move to the other one (catalog.login_names)
         return {"username": login_names(entry)[0], "password": value}
     if kind == "redis":
-        return {"password": value}
+        # the ACL user (a Redis rotation adds a second password to it, never a second user)
+        return {"username": str(entry["target"].get("username") or "default"), "password": value}
     return {"value": value}

@@ -67,6 +67,11 @@ class Item:
     def fields(self, stage: str) -> dict[str, str]:
         return self._read(self.name, stage)
 
+    def secret(self, name: str, stage: str = "live") -> dict[str, str]:
+        """Another secret's fields, read (and audited) like this item's own: the admin login a driver connects with,
+        when its server has no peer authentication (Redis, RabbitMQ). KeyError when the store has no such secret."""
+        return self._read(name, stage)
+
 
 class Driver:
     """Defaults for a kind whose only strategy is `single_user` and that nothing can revoke."""
