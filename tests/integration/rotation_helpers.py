@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,10 +133,12 @@ def run_playbook(
     crash: str | None = None,
     kill_on: str | None = None,
     timeout: float = 300,
+    on_start: Callable[[int], None] | None = None,
 ) -> Run:
     """ansible-playbook against the workspace (the way conftest's Workspace.run does it), optionally crashed:
     ``crash`` = "<point>:<n>" (see tests/faults/sitecustomize.py), or SIGKILLed with all its workers from outside as
-    soon as a line of its output contains ``kill_on``."""
+    soon as a line of its output contains ``kill_on``. ``on_start`` gets the run's process group id (a fault injected
+    elsewhere, e.g. by a test server, may kill it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_"))}
     env.update(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -164,6 +166,8 @@ def run_playbook(
         bufsize=1,
         start_new_session=True,
     )
+    if on_start is not None:
+        on_start(proc.pid)
     killed = threading.Event()
 
     def kill_group() -> None:
@@ -189,8 +193,10 @@ def run_playbook(
     return Run(ws, args, returncode, "".join(lines), time.monotonic() - started, killed.is_set())
 
 
-def rotate(ws: Any, *extra: str, only: str | None = None, crash: str | None = None, kill_on: str | None = None) -> Run:
-    return run_playbook(ws, ROTATE, *(("-e", f"keywarden_rotate_only={only}") if only else ()), *extra, crash=crash, kill_on=kill_on)
+def rotate(
+    ws: Any, *extra: str, only: str | None = None, crash: str | None = None, kill_on: str | None = None, on_start: Callable[[int], None] | None = None
+) -> Run:
+    return run_playbook(ws, ROTATE, *(("-e", f"keywarden_rotate_only={only}") if only else ()), *extra, crash=crash, kill_on=kill_on, on_start=on_start)
 
 
 # ---- credentials: store, .env, server -----------------------------------------------------------------

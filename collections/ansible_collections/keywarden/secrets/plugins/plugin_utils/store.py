@@ -74,6 +74,12 @@ def generate_value(length: int, alphabet: str) -> str:
     return "".join(_secrets.choice(alphabet) for _position in range(length))
 
 
+def generate_key_id() -> str:
+    """A fresh name for an API key (not secret): the day it was made and 32 random bits, e.g. kw-20261128-3fa2c1d0.
+    Issuers revoke keys by it, and nginx logs it for the key a request used."""
+    return f"kw-{datetime.datetime.now(datetime.UTC):%Y%m%d}-{_secrets.token_hex(4)}"
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -389,4 +395,7 @@ def generate_fields(entry: dict[str, Any], charsets: dict[str, str]) -> dict[str
         return {"username": login_names(entry)[0], "password": value}
     if kind == "redis":
         return {"password": value}
+    if kind == "api_key":
+        # keywarden chooses both: the value reaches the store before any issuer sees it (drivers/api_key.py)
+        return {"value": value, "key_id": generate_key_id()}
     return {"value": value}

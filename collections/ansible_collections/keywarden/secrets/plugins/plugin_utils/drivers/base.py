@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, login_names
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import generate_value
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, generate_value
 
 Outcomes = dict[str, "str | None"]
 
@@ -59,6 +59,14 @@ class Item:
 
     def fields(self, stage: str) -> dict[str, str]:
         return self._read(self.name, stage)
+
+    def secret(self, name: str, stage: str = "live") -> dict[str, str]:
+        """Fields of another secret this one needs at its target (an issuer's admin token), read and audited like its
+        own; empty when that secret has no value at that stage. Raises StoreError when the store lacks it."""
+        try:
+            return self._read(name, stage)
+        except KeyError:
+            raise StoreError(f"secret '{name}' is not in the store; run playbooks/init.yml") from None
 
 
 class Driver:
