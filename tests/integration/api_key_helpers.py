@@ -100,14 +100,14 @@ class Issuer:
     - ``DELETE /v1/keys/<id>`` (admin): 204, or 404 when unknown or revoked already;
     - ``GET /v1/whoami`` with ``X-API-Key: <key>``: 200 for an active key, 401 otherwise.
 
-    It keeps digests only. ``fail`` maps an operation (create, revoke, whoami) to a status it answers instead, for a
-    number of requests; ``on_create`` runs after a key was created (a crash injected there).
+    It keeps digests only. ``fail`` maps (operation, secret name) to a status it answers instead to create or revoke
+    requests of that secret, a number of times; ``on_create`` runs after a key was created (a crash injected there).
     """
 
     admin_digest: str = ""
     keys: dict[str, IssuedKey] = field(default_factory=dict)
     events: list[tuple[str, str, int]] = field(default_factory=list)  # (operation, key id, status)
-    fail: dict[str, tuple[int, int]] = field(default_factory=dict)  # operation -> (status, how many more times)
+    fail: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (operation, secret) -> (status, how many more times)
     on_create: Callable[[str], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -165,17 +165,17 @@ class Issuer:
         self.server.shutdown()
         self.server.server_close()
 
-    def _fault(self, operation: str) -> int | None:
-        code, times = self.fail.get(operation, (0, 0))
+    def _fault(self, operation: str, name: str) -> int | None:
+        code, times = self.fail.get((operation, name), (0, 0))
         if times <= 0:
             return None
-        self.fail[operation] = (code, times - 1)
+        self.fail[(operation, name)] = (code, times - 1)
         return code
 
     def create(self, body: dict[str, Any]) -> int:
         key_id, key = str(body.get("id") or ""), str(body.get("key") or "")
         with self.lock:
-            code = self._fault("create")
+            code = self._fault("create", str(body.get("name") or ""))
             if code is None:
                 if not key_id or len(key) < 16:
                     code = 400
@@ -190,7 +190,7 @@ class Issuer:
 
     def revoke(self, key_id: str) -> int:
         with self.lock:
-            code = self._fault("revoke")
+            code = self._fault("revoke", self.keys[key_id].name if key_id in self.keys else "")
             if code is None:
                 have = self.keys.get(key_id)
                 code = 404 if have is None or not have.active else 204
@@ -201,9 +201,6 @@ class Issuer:
 
     def whoami(self, key: str | None) -> tuple[int, str | None]:
         with self.lock:
-            code = self._fault("whoami")
-            if code is not None:
-                return code, None
             for key_id, have in self.keys.items():
                 if key and have.active and have.digest == digest(key):
                     return 200, key_id
@@ -291,7 +288,9 @@ def manual_key(name: str, steps: str) -> dict[str, Any]:
 
 
 # ---- workspaces ----------------------------------------------------------------------------------------------
-def api_workspace(make_workspace: Callable[..., Any], name: str, catalog_data: dict[str, Any], nginx: Nginx | None, groups: tuple[str, ...] = ("api", "app")) -> Any:
+def api_workspace(
+    make_workspace: Callable[..., Any], name: str, catalog_data: dict[str, Any], nginx: Nginx | None, groups: tuple[str, ...] = ("api", "app")
+) -> Any:
     """A conftest Workspace with this catalog, and the throwaway nginx's settings in its group_vars."""
     ws = make_workspace(name, groups=groups)
     ws.catalog.write_text("---\n" + yaml.safe_dump(catalog_data, sort_keys=False))
