@@ -211,14 +211,13 @@ class Issuer:
         with self.lock:
             return {key_id for key_id, have in self.keys.items() if have.active and (name is None or have.name == name)}
 
-    def kill_run_on_create(self, once: bool = True) -> Callable[[int], None]:
+    def kill_run_on_create(self) -> Callable[[int], None]:
         """An ``on_start`` for run_playbook: the run is SIGKILLed (all its processes) right after the issuer created a
-        key for it, before the module that asked could report anything."""
+        key for it, before the module that asked could report anything. The hook disarms itself when it fires."""
 
         def arm(pgid: int) -> None:
             def kill(_key_id: str) -> None:
-                if once:
-                    self.on_create = None
+                self.on_create = None
                 os.killpg(pgid, signal.SIGKILL)
 
             self.on_create = kill
