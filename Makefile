@@ -22,6 +22,7 @@ lint: venv
 env-template: venv ## regenerate .env.template from the catalog
 	scripts/secrets/env-template
 
-clean-demo: ## stop the demo's PostgreSQL and remove its state (vault password, local store, .env files)
+clean-demo: ## stop the demo's PostgreSQL and nginx and remove their state (vault password, local store, .env files)
 	-scripts/demo/postgres stop .demo
+	-scripts/demo/nginx stop .demo
 	rm -rf .demo inventories/local/store

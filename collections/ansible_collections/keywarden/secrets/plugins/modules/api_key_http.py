@@ -12,7 +12,7 @@ description:
   - Sends O(calls) in order, each to O(base_url) plus its C(path), and checks the status against the call's C(expect).
     A secret's calls stop at its first unexpected answer; the other secrets' calls go on, and the module fails naming
     each failed secret in RV(failures).
-  - Headers and bodies carry keys and admin tokens: they are never logged, and a message names the secret, the
+  - Headers and bodies carry keys and admin tokens, so they are never logged, and a message names the secret, the
     call's C(op), its method and the status, never a URL path (it may hold a key id), a header or a body. Response
     bodies are read and dropped.
   - keywarden's rotation engine runs it through the C(api_key) driver of C(keywarden.secrets.target) (provider C(http)),

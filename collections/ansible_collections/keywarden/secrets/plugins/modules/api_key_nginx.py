@@ -10,12 +10,12 @@ module: api_key_nginx
 short_description: Make nginx accept and refuse API keys (a map include file per secret, graceful reload), and test them
 description:
   - With O(state=present), for each secret of O(lists), adds the keys of its C(accept) and removes those of its
-    C(revoke) in the file C(<keys_dir>/<name>.map), one line per key C("~^<header value>$" "<key id>";) (a regex:
+    C(revoke) in the file C(<keys_dir>/<name>.map), one line per key C("~^<header value>$" "<key id>";) (a regex, as
     nginx compares plain map strings case-insensitively). Each file is written atomically (mode 0600). When a file
     changed, or is newer than nginx's workers (a run that died between writing and reloading), C(nginx -t) checks the
     configuration (a refusal puts the previous files back) and C(nginx -s reload) applies it; the module then waits
     until new workers run and every old one has stopped accepting connections. Old workers finish the requests they
-    have: nothing in flight is dropped.
+    have, so nothing in flight is dropped.
   - The nginx configuration includes each file in a C(map) whose source is the key's request header, e.g.
     C(map $http_x_api_key $api_key_id { default ""; include /etc/nginx/keywarden/payments_api_key.map; }), and refuses a
     request whose C($api_key_id) is empty (C(if ($api_key_id = "") { return 401; })).
@@ -109,9 +109,9 @@ options:
         type: bool
         default: true
   binary:
-    description: The nginx program.
+    description: The nginx program (Debian installs it as /usr/sbin/nginx).
     type: str
-    default: nginx
+    default: /usr/sbin/nginx
   conf:
     description: nginx's main configuration file (C(nginx -c)).
     type: path
@@ -217,7 +217,7 @@ ARGUMENT_SPEC = {
             "accepted": {"type": "bool", "default": True},
         },
     },
-    "binary": {"type": "str", "default": "nginx"},
+    "binary": {"type": "str", "default": "/usr/sbin/nginx"},
     "conf": {"type": "path", "default": "/etc/nginx/nginx.conf"},
     "pid_file": {"type": "path", "default": "/run/nginx.pid"},
     "keys_dir": {"type": "path", "default": "/etc/nginx/keywarden"},
@@ -267,11 +267,11 @@ def write_lists(module: AnsibleModule, params: dict) -> tuple[list[str], bool, d
             failures[name] = f"cannot read {path} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
             continue
         try:
-            old = parse_map(old_text or "")
+            lines = parse_map(old_text or "")
         except ValueError as exc:
             failures[name] = f"{path}: {exc}; remove what keywarden did not write"
             continue
-        planned.append((name, path, old_text, render_map(name, _entries(spec, old))))
+        planned.append((name, path, old_text, render_map(name, _entries(spec, lines))))
     changed = [(name, path, old, new) for name, path, old, new in planned if old != new]
     if module.check_mode:
         return [name for name, _path, _old, _new in changed], False, failures

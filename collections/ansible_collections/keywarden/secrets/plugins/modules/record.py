@@ -10,7 +10,7 @@ module: record
 short_description: Record a value a person got by hand (an API key of provider manual) in the keywarden store
 description:
   - Makes O(value) the current value of the secret O(secret); the outgoing one is kept as C(previous). Its issuer,
-    not keywarden, revokes the old key: the catalog's provider C(manual) means no API can.
+    not keywarden, revokes the old key (the catalog's provider C(manual) means no API can).
   - Only for entries the rotation engine cannot rotate (kind C(api_key) with provider C(manual), or a C(generic)
     value); any other is refused, naming the playbook that rotates it.
   - The write is audited (event C(record), an HMAC of the new value, the actor), atomic and locked like every store
@@ -34,7 +34,7 @@ options:
   value:
     description:
       - The new value, 8 to 4096 characters from C(A-Z a-z 0-9 _@%+=:,./~-) (what every C(.env) format carries).
-        Never on a command line: a prompt, a vars file (C(-e @file), mode 0600) or an AWX survey password field.
+        Never on a command line; a prompt, a vars file (C(-e @file), mode 0600) or an AWX survey password field.
     type: str
     required: true
   key_id:

@@ -72,8 +72,8 @@ def provider_of(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _names(changes: list[Change], probes: list[Probe]) -> list[Item]:
     items: dict[str, Item] = {}
-    for thing in [*changes, *probes]:
-        items.setdefault(thing.item.name, thing.item)
+    for item in [change.item for change in changes] + [probe.item for probe in probes]:
+        items.setdefault(item.name, item)
     return list(items.values())
 
 
@@ -102,7 +102,7 @@ class NginxProvider(Provider):
     name = "nginx"
     module = "keywarden.secrets.api_key_nginx"
     settings = {
-        "binary": ("keywarden_target_api_key_nginx_binary", "nginx"),
+        "binary": ("keywarden_target_api_key_nginx_binary", "/usr/sbin/nginx"),
         "conf": ("keywarden_target_api_key_nginx_conf", "/etc/nginx/nginx.conf"),
         "pid_file": ("keywarden_target_api_key_nginx_pid_file", "/run/nginx.pid"),
         "keys_dir": ("keywarden_target_api_key_nginx_keys_dir", "/etc/nginx/keywarden"),

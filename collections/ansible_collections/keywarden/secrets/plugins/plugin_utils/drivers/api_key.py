@@ -63,7 +63,8 @@ class ApiKeyDriver(Driver):
         return {stage: key_of(item.fields(stage)) for stage in stages}
 
     def set(self, target: Target, items: list[Item], stage: str) -> Outcomes:
-        changes, missing = [], {}
+        changes: list[Change] = []
+        missing: Outcomes = {}
         for item in items:
             if stage != "pending":  # provisioning: the value consumers hold
                 keys = self._keys(item, stage)
@@ -81,7 +82,8 @@ class ApiKeyDriver(Driver):
         return self._run(target, changes, [], missing)
 
     def test(self, target: Target, items: list[Item], stage: str) -> Outcomes:
-        probes, missing = [], {}
+        probes: list[Probe] = []
+        missing: Outcomes = {}
         for item in items:
             key = key_of(item.fields(stage))
             if key is None:
@@ -92,21 +94,26 @@ class ApiKeyDriver(Driver):
 
     def rollback(self, target: Target, items: list[Item]) -> Outcomes:
         """Revoke the pending key (single_user: and accept the current one again); prove the pending one is refused."""
-        changes, probes, done = [], [], {}
+        changes: list[Change] = []
+        probes: list[Probe] = []
+        done: Outcomes = {}
         for item in items:
             keys = self._keys(item, "pending", "current")
             pending = keys["pending"]
             if pending is None:
                 done[item.name] = None  # nothing was set
                 continue
-            single = item.entry["policy"]["strategy"] == "single_user" and keys["current"] is not None
-            changes.append(Change(item, [keys["current"]] if single and keys["current"] else [], [pending]))
+            current = keys["current"]
+            accept = [current] if current is not None and item.entry["policy"]["strategy"] == "single_user" else []
+            changes.append(Change(item, accept, [pending]))
             probes.append(Probe(item, pending, accepted=False))
         return self._run(target, changes, probes, done)
 
     def revoke(self, target: Target, items: list[Item], stage: str) -> Outcomes:
         """Retire the key at ``stage`` (the outgoing one: `current` before promotion, `previous` after); prove it is refused."""
-        changes, probes, done = [], [], {}
+        changes: list[Change] = []
+        probes: list[Probe] = []
+        done: Outcomes = {}
         for item in items:
             key = key_of(item.fields(stage))
             if key is None:
