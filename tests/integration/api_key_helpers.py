@@ -7,6 +7,7 @@ digests, and the API's answers are statuses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -223,6 +224,20 @@ class Issuer:
             self.on_create = kill
 
         return arm
+
+
+@contextlib.contextmanager
+def started(nginx_names: Iterable[str]) -> Iterator[tuple[Nginx, Issuer]]:
+    """A throwaway nginx checking the keys of ``nginx_names``, and an issuer: a test module's two providers."""
+    nginx = Nginx(nginx_names)
+    try:
+        issuer = Issuer().start()
+        try:
+            yield nginx, issuer
+        finally:
+            issuer.stop()
+    finally:
+        nginx.stop()
 
 
 # ---- catalog entries -----------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from api_key_helpers import (
     nginx_key,
     random_key,
     site,
+    started,
     status,
     store_key,
 )
@@ -258,13 +259,8 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[tuple[Nginx, Issuer]]:
-    nginx = Nginx(NGINX_NAMES)
-    issuer = Issuer().start()
-    try:
-        yield nginx, issuer
-    finally:
-        issuer.stop()
-        nginx.stop()
+    with started(NGINX_NAMES) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")

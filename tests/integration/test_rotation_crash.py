@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from rotation_helpers import Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, store_creds, stored
+from rotation_helpers import Run, State, assert_crashed_as_meant, catalog, clone, env_creds, login, observe, pg_secret, provisioned, rotate, store_creds, stored
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import load_catalog, secrets_for_environment
@@ -134,16 +134,7 @@ def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], ca
     case = CASES[case_id]
     out = outcomes[case_id].result(timeout=900)
 
-    # the crash happened where it was meant to: the run died before its recap
-    crash = out.crash
-    if case.kill_on:
-        assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
-    elif case.crash and case.crash.startswith("store-"):
-        # the store writer is the worker: ansible-playbook stops the whole run when it dies
-        assert crash.returncode != 0 and crash.says("A worker was found in a dead state"), crash.explain()
-    else:
-        assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
-    assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
+    assert_crashed_as_meant(out.crash, case.crash, case.kill_on)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     if case.strategy == "alternating_users":
         # zero downtime holds through a crash: what the consumer holds still logs in

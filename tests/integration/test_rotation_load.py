@@ -10,18 +10,13 @@ also written to <dir>/load-<strategy>.json.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from rotation_helpers import catalog, clone, connects, env_creds, login, pg_secret, provisioned, rotate, store_creds
+from rotation_helpers import LoadClient, catalog, clone, connects, env_creds, login, pg_secret, provisioned, record_load, rotate, store_creds
 
 MIN_RATE = 50.0  # logins/s the client must sustain for the result to mean anything
 THREADS = 6
@@ -42,45 +37,16 @@ class LoadResult:
     rotation_s: float = 0.0
 
 
-class Client:
+class Client(LoadClient):
     """THREADS threads logging in with the .env's credentials, re-read before each login."""
 
     def __init__(self, ws: Any, port: int, prefix: str) -> None:
+        super().__init__(THREADS)
         self.ws, self.port, self.prefix = ws, port, prefix
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.users: Counter[str] = Counter()
-        self.failures: list[float] = []
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(THREADS)]
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                creds = env_creds(self.ws, "load", self.prefix)
-            except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
-                with self.lock:
-                    self.errors.append(type(exc).__name__)
-                time.sleep(0.01)
-                continue
-            user = creds.user if connects(self.port, creds) else None
-            with self.lock:
-                if user is None:
-                    self.failures.append(time.monotonic())
-                else:
-                    self.users[user] += 1
-
-    def __enter__(self) -> Client:
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        self.seconds = time.monotonic() - self.started
+    def operation(self) -> tuple[str, bool]:
+        creds = env_creds(self.ws, "load", self.prefix)
+        return (creds.user, True) if connects(self.port, creds) else ("refused", False)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +60,7 @@ def _record(result: LoadResult, capsys: pytest.CaptureFixture[str], record_prope
         f"rotation load {result.strategy}: {result.logins} logins in {result.seconds:.1f}s ({result.rate:.0f}/s, {THREADS} threads), "
         f"{result.failed} failed (window {result.failure_window_s:.1f}s), rotation {result.rotation_s:.1f}s, logins by user {result.users}"
     )
-    with capsys.disabled():
-        print(f"\n{line}")
-    for key, value in asdict(result).items():
-        record_property(key, value)
-    out = os.environ.get("KEYWARDEN_BENCH_RESULTS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"load-{result.strategy}.json").write_text(json.dumps({**asdict(result), "threads": THREADS}, indent=2) + "\n")
+    record_load(line, {**asdict(result), "threads": THREADS}, f"load-{result.strategy}", capsys, record_property)
 
 
 @pytest.mark.parametrize("strategy", ["alternating_users", "single_user"])
@@ -122,15 +81,15 @@ def test_logins_during_a_rotation(
     assert run.returncode == 0, run.explain()
     assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
 
-    total = sum(client.users.values()) + len(client.failures)
+    total = client.total
     result = LoadResult(
         strategy=strategy,
         logins=total,
         failed=len(client.failures),
         seconds=round(client.seconds, 1),
         rate=round(total / client.seconds, 1),
-        failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
-        users=dict(sorted(client.users.items())),
+        failure_window_s=client.failure_window,
+        users=dict(sorted(client.successes.items())),
         rotation_s=round(run.seconds, 1),
     )
     _record(result, capsys, record_property)
@@ -141,5 +100,5 @@ def test_logins_during_a_rotation(
     assert login(postgres.port, new) == new.user
     if strategy == "alternating_users":
         # the consumer moved from one login to the other while logging in, and not one login failed
-        assert set(client.users) == {"ldalt_a", "ldalt_b"}
+        assert set(client.successes) == {"ldalt_a", "ldalt_b"}
         assert result.failed == 0, f"{result.failed} logins failed during an alternating_users rotation"

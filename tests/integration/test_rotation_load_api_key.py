@@ -12,21 +12,16 @@ provider's overlap too. Each run prints one summary line; with KEYWARDEN_BENCH_R
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from api_key_helpers import ADMIN, Issuer, Nginx, admin_entry, api_workspace, clone_api, digest, env_key, http_key, nginx_key, site, store_key
-from rotation_helpers import catalog, read_env, rotate
+from api_key_helpers import ADMIN, Issuer, Nginx, admin_entry, api_workspace, clone_api, digest, env_key, http_key, nginx_key, site, started, store_key
+from rotation_helpers import LoadClient, catalog, read_env, record_load, rotate
 
 MIN_RATE = 50.0  # requests/s the client must sustain for the result to mean anything
 THREADS = 6
@@ -47,66 +42,34 @@ class LoadResult:
     rotation_s: float = 0.0
 
 
-class Client:
+class Client(LoadClient):
     """THREADS threads sending a GET with the .env's key, re-read before each request; a new connection each time."""
 
     def __init__(self, ws: Any, name: str, url: str) -> None:
-        self.ws, self.name, self.url = ws, name, url
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.statuses: Counter[str] = Counter()
+        super().__init__(THREADS)
+        self.ws, self.var, self.url = ws, f"{name.upper()}_KEY", url
         self.keys: set[str] = set()
-        self.failures: list[float] = []
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(THREADS)]
 
-    def _loop(self) -> None:
-        var = f"{self.name.upper()}_KEY"
-        while not self.stop.is_set():
-            try:
-                key = read_env(self.ws.env_dir / "app.env")[var]
-            except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
-                with self.lock:
-                    self.errors.append(type(exc).__name__)
-                time.sleep(0.01)
-                continue
-            request = urllib.request.Request(self.url, headers={"X-API-Key": key})  # noqa: S310 - a loopback URL
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                    response.read()
-                    code = str(response.status)
-            except urllib.error.HTTPError as exc:
-                code = str(exc.code)
-            except (urllib.error.URLError, OSError) as exc:
-                code = type(exc).__name__  # no answer at all: a dropped request
-            with self.lock:
-                self.statuses[code] += 1
-                self.keys.add(digest(key))
-                if code != "200":
-                    self.failures.append(time.monotonic())
-
-    def __enter__(self) -> Client:
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        self.seconds = time.monotonic() - self.started
+    def operation(self) -> tuple[str, bool]:
+        key = read_env(self.ws.env_dir / "app.env")[self.var]
+        with self.lock:
+            self.keys.add(digest(key))
+        request = urllib.request.Request(self.url, headers={"X-API-Key": key})  # noqa: S310 - a loopback URL
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                response.read()
+                code = str(response.status)
+        except urllib.error.HTTPError as exc:
+            code = str(exc.code)
+        except (urllib.error.URLError, OSError) as exc:
+            code = type(exc).__name__  # no answer at all: a dropped request
+        return code, code == "200"
 
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[tuple[Nginx, Issuer]]:
-    nginx = Nginx([name for provider, name in CASES.values() if provider == "nginx"])
-    issuer = Issuer().start()
-    try:
-        yield nginx, issuer
-    finally:
-        issuer.stop()
-        nginx.stop()
+    with started([name for provider, name in CASES.values() if provider == "nginx"]) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +87,7 @@ def _record(result: LoadResult, capsys: pytest.CaptureFixture[str], record_prope
         f"({result.rate:.0f}/s, {THREADS} threads), {result.failed} failed (window {result.failure_window_s:.1f}s), "
         f"rotation {result.rotation_s:.1f}s, {result.keys_used} keys used, statuses {result.statuses}"
     )
-    with capsys.disabled():
-        print(f"\n{line}")
-    for key, value in asdict(result).items():
-        record_property(key, value)
-    out = os.environ.get("KEYWARDEN_BENCH_RESULTS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        path = Path(out) / f"load-api_key-{result.provider}-{result.strategy}.json"
-        path.write_text(json.dumps({**asdict(result), "threads": THREADS}, indent=2) + "\n")
+    record_load(line, {**asdict(result), "threads": THREADS}, f"load-api_key-{result.provider}-{result.strategy}", capsys, record_property)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -156,7 +111,7 @@ def test_requests_during_a_rotation(
     assert run.returncode == 0, run.explain()
     assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
 
-    total = sum(client.statuses.values())
+    total = client.total
     strategy = "single_user" if name == "ld_single" else "overlap"
     result = LoadResult(
         provider=provider,
@@ -165,8 +120,8 @@ def test_requests_during_a_rotation(
         failed=len(client.failures),
         seconds=round(client.seconds, 1),
         rate=round(total / client.seconds, 1),
-        failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
-        statuses=dict(sorted(client.statuses.items())),
+        failure_window_s=client.failure_window,
+        statuses=dict(sorted((client.successes + client.failure_labels).items())),
         keys_used=len(client.keys),
         rotation_s=round(run.seconds, 1),
     )
