@@ -98,14 +98,14 @@ class ApiKeyDriver(Driver):
         probes: list[Probe] = []
         done: Outcomes = {}
         for item in items:
-            keys = self._keys(item, "pending", "current")
+            single = item.entry["policy"]["strategy"] == "single_user"
+            keys = self._keys(item, "pending", "current") if single else self._keys(item, "pending")
             pending = keys["pending"]
             if pending is None:
                 done[item.name] = None  # nothing was set
                 continue
-            current = keys["current"]
-            accept = [current] if current is not None and item.entry["policy"]["strategy"] == "single_user" else []
-            changes.append(Change(item, accept, [pending]))
+            current = keys.get("current")
+            changes.append(Change(item, [current] if current is not None else [], [pending]))
             probes.append(Probe(item, pending, accepted=False))
         return self._run(target, changes, probes, done)
 
