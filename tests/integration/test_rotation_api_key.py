@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -51,7 +52,7 @@ from rotation_helpers import catalog, rotate, run_playbook, stored
 from ansible_collections.keywarden.secrets.plugins.module_utils.api_key import children
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
 
-NGINX_NAMES = ["o24", "o0", "su", "chk", "bad", "good", "fl", "mg", "rec_nginx"]
+NGINX_NAMES = ["o24", "o0", "su", "chk", "bad", "good", "fl", "mg", "rec_nginx", "drift"]
 HTTP_NAMES = ["h24", "h0", "hf"]
 MANUAL_STEPS = "Partner console -> Developers -> API keys -> Roll key; then send the new key to the ops vault"
 
@@ -175,6 +176,24 @@ def _in_flight(ws: Any, nginx: Nginx, issuer: Issuer) -> dict[str, Any]:
     return {"run": run, "downloads": downloads, "reloads": reloads, "spanning": spanning}
 
 
+def _provision_drift(ws: Any, nginx: Nginx, issuer: Issuer) -> dict[str, Any]:
+    """Someone emptied the key file of `drift` and reloaded nginx: provision.yml --check says so and changes nothing,
+    provision.yml puts the key back."""
+    # this copy's catalog holds `drift` alone: its provisioning must not touch the keys the other scenarios rotate
+    data = yaml.safe_load(ws.catalog.read_text())
+    data["secrets"] = {"drift": data["secrets"]["drift"]}
+    ws.catalog.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+    path = nginx.keys_dir / "drift.map"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    subprocess.run(["/usr/sbin/nginx", "-c", nginx.conf, "-s", "reload"], capture_output=True, check=True, timeout=60)
+    time.sleep(1)  # the reload takes effect (the module waits for it; a person's reload here does not)
+    before = path.read_bytes()
+    check = run_playbook(ws, "playbooks/provision.yml", "--check")
+    checked = {"unchanged": path.read_bytes() == before, "answer": status(nginx.url("drift"), env_key(ws, "drift"))}
+    fixed = run_playbook(ws, "playbooks/provision.yml")
+    return {"check": check, "checked": checked, "fixed": fixed, "answer": status(nginx.url("drift"), env_key(ws, "drift"))}
+
+
 def _rotate_http(name: str, *, fail: tuple[str, int] | None = None, backdate_retirement: bool = False) -> Callable[..., dict[str, Any]]:
     def act(ws: Any, nginx: Nginx, issuer: Issuer) -> dict[str, Any]:
         old = store_key(ws, name)
@@ -248,6 +267,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "single_user": _rotate_nginx("su"),
     "check": _rotate_nginx("chk", "--check"),
     "one_fails": _one_fails,
+    "provision_drift": _provision_drift,
     "in_flight": _in_flight,
     "http_overlap_now": _rotate_http("h0"),
     "http_overlap_window": _rotate_http("h24", backdate_retirement=True),
@@ -355,6 +375,15 @@ def test_check_mode_changes_nothing(scenarios: dict[str, Future[dict[str, Any]]]
     # (nginx's workers are not compared: the other scenarios reload the same nginx meanwhile)
     assert out["map_unchanged"], "--check touched the key file"
     assert out["answers"]["old"] == 200
+
+
+def test_provisioning_repairs_a_key_file_and_check_mode_only_says_so(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = _result(scenarios, "provision_drift")
+    check, fixed = out["check"], out["fixed"]
+    assert check.returncode == 0 and check.recap()["changed"] >= 1, check.explain()
+    assert out["checked"] == {"unchanged": True, "answer": 401}, "--check touched the key file"
+    assert fixed.returncode == 0 and fixed.recap()["changed"] >= 1, fixed.explain()
+    assert out["answer"] == 200
 
 
 def test_a_failed_test_rolls_back_that_key_alone(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
