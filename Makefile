@@ -22,7 +22,8 @@ lint: venv
 env-template: venv ## regenerate .env.template from the catalog
 	scripts/secrets/env-template
 
-clean-demo: ## stop the demo's PostgreSQL and Redis and remove their state (vault password, local store, .env files)
+clean-demo: ## stop the demo's PostgreSQL, Redis and nginx and remove their state (vault password, local store, .env files)
 	-scripts/demo/postgres stop .demo
 	-scripts/demo/redis stop .demo
+	-scripts/demo/nginx stop .demo
 	rm -rf .demo inventories/local/store

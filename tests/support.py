@@ -220,6 +220,7 @@ class Workspace:
         env_extra: dict[str, str] | None = None,
         crash: str | None = None,
         kill_on: str | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> PlaybookResult:
         """ansible-playbook with the repo's ansible.cfg, this workspace's inventory, password dir and audit log, a clean
         environment: the one way every test runs a playbook.
@@ -264,6 +265,8 @@ class Workspace:
             bufsize=1,
             start_new_session=True,
         )
+        if on_start is not None:
+            on_start(proc.pid)
         killed = threading.Event()
 
         def kill_group() -> None:

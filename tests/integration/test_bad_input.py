@@ -124,7 +124,7 @@ def test_unknown_secret_referenced_by_deploy(deployed: Any) -> None:
     ws = deployed
     data = yaml.safe_load(ws.catalog.read_text())
     data["secrets"]["mail_api_key"] = {
-        "kind": "api_key",
+        "kind": "generic",
         "environments": ["local"],
         "consumers": [{"group": "app", "service": "app", "env": {"MAIL_API_KEY": "value"}}],
     }

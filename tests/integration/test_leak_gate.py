@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -90,7 +91,8 @@ class LeakGate:
         for name, entry in data["secrets"].items():
             for stage in ("current", "pending", "previous"):
                 for field, value in ((entry.get(stage) or {}).get("fields") or {}).items():
-                    if len(str(value)) >= 8 and field != "username":
+                    # a login name and an API key's id are names, not secrets (nginx logs the id of the key a request used)
+                    if len(str(value)) >= 8 and field not in ("username", "key_id"):
                         self.secrets[str(value)] = f"{name}.{field}"
         self.secrets[self.ws.password("local")] = "vault password"
         if self.ws.audit_key.exists():
@@ -150,6 +152,15 @@ class LeakGate:
 def gate(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakGate]:
     ws = make_workspace("leak")
     ws.set_password("local")
+    # a key only a person can get (provider manual): playbooks/record.yml records one for it below
+    data = yaml.safe_load(ws.catalog.read_text())
+    data["secrets"]["leak_partner_key"] = {
+        "kind": "api_key",
+        "environments": ["local"],
+        "target": {"provider": {"type": "manual", "steps": "roll it in the partner's console"}},
+        "consumers": [{"group": "app", "service": "app", "env": {"LEAK_PARTNER_KEY": "value"}}],
+    }
+    ws.catalog.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
     (ws.inventory / "group_vars" / "all" / "postgres.yml").write_text(postgres.vars_file.read_text())
     # certificates too: a CA whose key stays in the store, and a certificate delivered as files with its key
     raw = yaml.safe_load(ws.catalog.read_text())
@@ -175,7 +186,8 @@ def gate(make_workspace: Callable[..., Any], postgres: Any, tmp_path_factory: py
 
 def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path_factory: pytest.TempPathFactory) -> None:
     known = {name for name, _ in ORDER}
-    others = sorted(p.name for p in (REPO / "playbooks").glob("*.yml") if p.name not in known)
+    # record.yml writes the store: before backup.yml, whose archive restore.yml restores (never an older revision)
+    others = sorted((p.name for p in (REPO / "playbooks").glob("*.yml") if p.name not in known), key=lambda name: (name != "record.yml", name))
     ws = gate.ws
     audit_vars = {
         # not ws.env_dir: the scanner reports the delivered .env files themselves as hardcoded credentials
@@ -199,7 +211,12 @@ def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path
         },
         "report.yml": {"keywarden_report_dir": str(ws.root / "report")},
     }
-    for index, (name, extra) in enumerate([*ORDER, *[(o, ()) for o in others]]):
+    # record.yml: the key a person got, from a vars file (mode 0600; never on the command line, which the gate reads)
+    recorded = keys / "record.yml"
+    recorded.write_text(yaml.safe_dump({"keywarden_record_value": secrets.token_urlsafe(32)}))
+    recorded.chmod(0o600)
+    playbook_args = {"record.yml": ("-e", "keywarden_record_secret=leak_partner_key", "-e", f"@{recorded}")}
+    for index, (name, extra) in enumerate([*ORDER, *[(o, playbook_args.get(o, ())) for o in others]]):
         args = (*extra, "-e", json.dumps(playbook_vars[name])) if name in playbook_vars else extra
         proc = gate.run(f"{index}:{name}", REPO / "playbooks" / name, *args)
         # every playbook, the ones added later included: a run that failed proves nothing about leaks
@@ -217,6 +234,7 @@ def test_every_playbook_at_vvvv_with_diff_leaks_nothing(gate: LeakGate, tmp_path
     assert rotated >= 2  # v1 and v2 of the rotated password are both searched for
     keys = sum(1 for name in gate.secrets.values() if name in ("web_tls.private_key", "int_ca.private_key"))
     assert keys >= 4  # both keys of the rotated certificate and of the rotated CA
+    assert sum(1 for name in gate.secrets.values() if name == "leak_partner_key.value") >= 2  # the recorded key too
     assert gate.hits() == []
 
 

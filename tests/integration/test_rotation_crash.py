@@ -27,7 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rotation_helpers import Run, State, catalog, clone, env_creds, login, observe, pg_secret, provisioned, read_env, rotate, run_playbook, store_creds, stored
+from rotation_helpers import (
+    Run,
+    State,
+    assert_crashed_as_meant,
+    catalog,
+    clone,
+    env_creds,
+    login,
+    observe,
+    pg_secret,
+    provisioned,
+    read_env,
+    rotate,
+    run_playbook,
+    store_creds,
+    stored,
+)
 from tls_helpers import ca_entry, cert_entry, fingerprint, key_matches, write_catalog
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils import rotation
@@ -134,24 +150,12 @@ def outcomes(make_workspace: Callable[..., Any], postgres: Any, crash_template: 
         yield {case_id: pool.submit(_run_case, make_workspace, crash_template, postgres, case_id) for case_id in CASES}
 
 
-def _assert_crashed_as_meant(case: Case, crash: Run) -> None:
-    """The crash happened where it was meant to: the run died before its recap."""
-    if case.kill_on:
-        assert crash.killed, f"the run never printed {case.kill_on!r}\n{crash.explain()}"
-    elif case.crash and case.crash.startswith("store-"):
-        # the store writer is the worker: ansible-playbook stops the whole run when it dies
-        assert crash.returncode != 0 and crash.says("A worker was found in a dead state"), crash.explain()
-    else:
-        assert crash.returncode == -9, f"{case.crash} did not kill the run\n{crash.explain()}"
-    assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
-
-
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_crash_then_rerun_is_consistent(outcomes: dict[str, Future[Outcome]], case_id: str) -> None:
     case = CASES[case_id]
     out = outcomes[case_id].result(timeout=900)
 
-    _assert_crashed_as_meant(case, out.crash)
+    assert_crashed_as_meant(out.crash, case.crash, case.kill_on)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     if case.strategy == "alternating_users":
         # zero downtime holds through a crash: what the consumer holds still logs in
@@ -284,7 +288,7 @@ def tls_outcomes(make_workspace: Callable[..., Any], tls_template: Any) -> Itera
 def test_certificate_crash_then_rerun_converges(tls_outcomes: dict[str, Future[TlsOutcome]], case_id: str) -> None:
     case = TLS_CASES[case_id]
     out = tls_outcomes[case_id].result(timeout=900)
-    _assert_crashed_as_meant(case, out.crash)
+    assert_crashed_as_meant(out.crash, case.crash, case.kill_on)
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     # the consumer's files never mix an old key with a new certificate: one rename swaps them
     assert out.pair_after_crash, "right after the crash the consumer's key does not belong to its certificate"

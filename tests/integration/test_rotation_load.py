@@ -10,18 +10,13 @@ also written to <dir>/load-<strategy>.json.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from rotation_helpers import catalog, clone, connects, env_creds, login, pg_secret, provisioned, rotate, store_creds
+from rotation_helpers import LoadClient, catalog, clone, connects, env_creds, login, pg_secret, provisioned, record_load, rotate, store_creds
 
 MIN_RATE = 50.0  # logins/s the client must sustain for the result to mean anything
 THREADS = 6
@@ -42,17 +37,12 @@ class LoadResult:
     rotation_s: float = 0.0
 
 
-class Client:
+class Client(LoadClient):
     """THREADS threads logging in with the .env's credentials, re-read before each login."""
 
     def __init__(self, ws: Any, port: int, prefix: str) -> None:
+        super().__init__(THREADS)
         self.ws, self.port, self.prefix = ws, port, prefix
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.users: Counter[str] = Counter()
-        self.failures: list[float] = []
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(THREADS)]
 
     def read(self) -> Any:
         return env_creds(self.ws, "load", self.prefix)
@@ -60,33 +50,9 @@ class Client:
     def attempt(self, creds: Any) -> bool:
         return connects(self.port, creds)
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                creds = self.read()
-            except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
-                with self.lock:
-                    self.errors.append(type(exc).__name__)
-                time.sleep(0.01)
-                continue
-            ok = self.attempt(creds)
-            with self.lock:
-                if ok:
-                    self.users[creds.user] += 1
-                else:
-                    self.failures.append(time.monotonic())
-
-    def __enter__(self) -> Client:
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        self.seconds = time.monotonic() - self.started
+    def operation(self) -> tuple[str, bool]:
+        creds = self.read()
+        return (creds.user, True) if self.attempt(creds) else ("refused", False)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +66,7 @@ def _record(result: LoadResult, capsys: pytest.CaptureFixture[str], record_prope
         f"rotation load {result.strategy}: {result.logins} logins in {result.seconds:.1f}s ({result.rate:.0f}/s, {THREADS} threads), "
         f"{result.failed} failed (window {result.failure_window_s:.1f}s), rotation {result.rotation_s:.1f}s, logins by user {result.users}"
     )
-    with capsys.disabled():
-        print(f"\n{line}")
-    for key, value in asdict(result).items():
-        record_property(key, value)
-    out = os.environ.get("KEYWARDEN_BENCH_RESULTS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"load-{result.strategy}.json").write_text(json.dumps({**asdict(result), "threads": THREADS}, indent=2) + "\n")
+    record_load(line, {**asdict(result), "threads": THREADS}, f"load-{result.strategy}", capsys, record_property)
 
 
 @pytest.mark.parametrize("strategy", ["alternating_users", "single_user"])
@@ -128,15 +87,15 @@ def test_logins_during_a_rotation(
     assert run.returncode == 0, run.explain()
     assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
 
-    total = sum(client.users.values()) + len(client.failures)
+    total = client.total
     result = LoadResult(
         strategy=strategy,
         logins=total,
         failed=len(client.failures),
         seconds=round(client.seconds, 1),
         rate=round(total / client.seconds, 1),
-        failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
-        users=dict(sorted(client.users.items())),
+        failure_window_s=client.failure_window,
+        users=dict(sorted(client.successes.items())),
         rotation_s=round(run.seconds, 1),
     )
     _record(result, capsys, record_property)
@@ -147,7 +106,7 @@ def test_logins_during_a_rotation(
     assert login(postgres.port, new) == new.user
     if strategy == "alternating_users":
         # the consumer moved from one login to the other while logging in, and not one login failed
-        assert set(client.users) == {"ldalt_a", "ldalt_b"}
+        assert set(client.successes) == {"ldalt_a", "ldalt_b"}
         assert result.failed == 0, f"{result.failed} logins failed during an alternating_users rotation"
 
 
@@ -222,7 +181,7 @@ def test_operations_during_a_rotation(
         time.sleep(1)  # and keeps going once it is over
     assert run.returncode == 0, run.explain()
     assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
-    total = sum(client.users.values()) + len(client.failures)
+    total = sum(client.successes.values()) + len(client.failures)
     strategy = "dual_password" if kind == "redis" else "alternating_users"
     result = LoadResult(
         strategy=f"{kind}-{strategy}",
@@ -231,7 +190,7 @@ def test_operations_during_a_rotation(
         seconds=round(client.seconds, 1),
         rate=round(total / client.seconds, 1),
         failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
-        users=dict(sorted(client.users.items())),
+        users=dict(sorted(client.successes.items())),
         rotation_s=round(run.seconds, 1),
     )
     _record(result, capsys, record_property)
@@ -240,5 +199,5 @@ def test_operations_during_a_rotation(
     assert old is not None and new is not None and new.fingerprint != old.fingerprint
     assert env_login(ws, "load", "LOAD").fingerprint == new.fingerprint
     if kind == "rabbitmq":
-        assert set(client.users) == {"loader_a", "loader_b"}, "the consumer did not move to the standby user while publishing"
+        assert set(client.successes) == {"loader_a", "loader_b"}, "the consumer did not move to the standby user while publishing"
     assert result.failed == 0, f"{result.failed} operations failed during a {kind} rotation"

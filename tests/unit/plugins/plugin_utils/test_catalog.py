@@ -90,6 +90,9 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+_GENERIC = {"kind": "generic", "environments": ["production"], "consumers": [{"group": "app", "service": "app", "env": {"SESSION_KEY": "value"}}]}
+
+
 def _duplicate_variable(data: dict[str, Any]) -> None:
     data["secrets"]["other_db"] = {
         "kind": "postgresql",
@@ -149,8 +152,8 @@ SCHEMA_ERRORS = [
     ("misspelt-target-key", _set("secrets.app_redis.target.grup", "cache"), ["secrets.app_redis.target.grup", "allowed for kind redis: group"]),
     (
         "target-on-a-kind-without-one",
-        _set("secrets.payments_api_key.target", {"group": "app"}),
-        ["secrets.payments_api_key.target.group", "kind api_key takes no target fields"],
+        _set("secrets.session_key", {**_GENERIC, "target": {"group": "app"}}),
+        ["secrets.session_key.target.group", "kind generic takes no target fields"],
     ),
 ]
 
@@ -286,10 +289,17 @@ _ENTRY_OF_KIND = {
     "redis": "app_redis",
     "api_key": "payments_api_key",
 }
+# a target field that holds a mapping: every field given, so that the normalised copy (defaults filled in) is the same
+_TARGET_VALUE = {"provider": {"type": "nginx", "header": "X-API-Key", "scheme": "", "test_path": "/"}}
 
 
 # target fields whose value is not a plain name
-_TARGET_VALUES: dict[str, Any] = {"tags": ["management"], "permissions": {"configure": "", "write": "^orders$", "read": ".*"}, "acl": "~cache:* +@read"}
+_TARGET_VALUES: dict[str, Any] = {
+    "tags": ["management"],
+    "permissions": {"configure": "", "write": "^orders$", "read": ".*"},
+    "acl": "~cache:* +@read",
+    **_TARGET_VALUE,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(_ENTRY_OF_KIND))
@@ -302,7 +312,7 @@ def test_every_target_field_of_the_table_is_accepted_and_no_other(raw: dict[str,
         admin["consumers"] = [{"group": "cache", "service": "admin", "env": {"ADMIN_PASSWORD": "password"}}]
         data["secrets"]["other_admin"] = admin
         target["admin"] = "other_admin"
-    data["secrets"][name]["target"] = target
+    data["secrets"][name]["target"] = copy.deepcopy(target)
     assert validate_catalog(data)["secrets"][name]["target"] == target
     data["secrets"][name]["target"]["extra"] = "x"
     with pytest.raises(CatalogError, match=rf"secrets\.{name}\.target\.extra: unknown field"):
@@ -365,8 +375,9 @@ def test_groups_matching_no_host_are_named_with_their_secret(catalog: dict[str, 
     assert catalog_module.unmatched_groups(catalog, "production", groups) == [
         "secrets.app_db.consumers[1].group: group 'worker' matches no host in the inventory: no host receives app_db for service worker",
         "secrets.app_redis.target.group: group 'cache' matches no host in the inventory: nothing provisions or rotates app_redis at its target",
+        "secrets.payments_api_key.target.group: group 'api' matches no host in the inventory: nothing provisions or rotates payments_api_key at its target",
     ]
-    assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "app": ["h"], "worker": ["h"]}) == []
+    assert catalog_module.unmatched_groups(catalog, "production", {"db": ["h"], "cache": ["h"], "api": ["h"], "app": ["h"], "worker": ["h"]}) == []
     assert catalog_module.unmatched_groups(catalog, "staging", {}) == []  # no entry of the catalog is in that environment
 
 

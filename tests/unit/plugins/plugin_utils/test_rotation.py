@@ -32,7 +32,13 @@ CATALOG = validate_catalog(
                 "policy": {"strategy": "single_user"},
                 "consumers": [{"group": "app", "service": "app", "env": {"SOLO_PASSWORD": "password"}}],
             },
-            "key": {"kind": "api_key", "environments": ["dev"], "consumers": [{"group": "app", "service": "app", "env": {"KEY": "value"}}]},
+            # an API key only a person can get: its driver says why the engine cannot rotate it
+            "key": {
+                "kind": "api_key",
+                "environments": ["dev"],
+                "target": {"provider": {"type": "manual", "steps": "roll it in the partner's console"}},
+                "consumers": [{"group": "app", "service": "app", "env": {"KEY": "value"}}],
+            },
         },
     }
 )["secrets"]
@@ -50,7 +56,8 @@ def _data() -> dict:
 
 
 def _can_rotate(entry: dict, stored: dict) -> str | None:
-    return None if driver_for(entry["kind"]) else f"no driver for {entry['kind']}"
+    driver = driver_for(entry["kind"])
+    return driver.rotatable(entry, stored) if driver else f"no driver for {entry['kind']}"
 
 
 def _new_fields(name: str, current: dict) -> dict:
@@ -76,10 +83,11 @@ def test_plan_selects_due_requested_and_resumed_only():
     assert [(p["name"], p["reason"], p["step"]) for p in _plan(data, [])[0]] == [("db", "resume", "created")]
 
 
-def test_due_secret_without_a_driver_is_blocked_not_skipped():
+def test_due_secret_the_engine_cannot_rotate_is_blocked_not_skipped():
     rotations, blocked = _plan(_data(), [], now=time.time() + 91 * 86400)
     assert [p["name"] for p in rotations] == ["db", "solo"]
-    assert [(b["name"], b["reason"], b["why"]) for b in blocked] == [("key", "due", "no driver for api_key")]
+    assert [(b["name"], b["reason"]) for b in blocked] == [("key", "due")]
+    assert "provider manual" in blocked[0]["why"] and "roll it in the partner's console" in blocked[0]["why"]
     rotations, blocked = _plan(_data(), ["key"])
     assert rotations == [] and [b["name"] for b in blocked] == ["key"]
 

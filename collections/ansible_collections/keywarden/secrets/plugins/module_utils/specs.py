@@ -182,3 +182,12 @@ def controller_only(name: str) -> None:
 
     module = AnsibleModule(argument_spec=ARGUMENT_SPECS[name], supports_check_mode=True)
     module.fail_json(msg=f"keywarden.secrets.{name} runs on the controller as an action plugin; it cannot run as a module")
+
+
+# A value a person got by hand (plugin_utils action record): the value is an argument of the task (no_log), never a
+# command-line word (playbooks/record.yml prompts for it, or reads it from a vars file).
+ARGUMENT_SPECS["record"] = {
+    "secret": {"type": "str", "required": True},
+    "value": {"type": "str", "required": True, "no_log": True},
+    "key_id": {"type": "str", "no_log": False},
+}

@@ -55,6 +55,7 @@ EVENTS = (
     "rotate.rollback",
     "rotate.lock",
     "rotate.unlock",
+    "record",
     "deploy",
     "backup",
     "restore",

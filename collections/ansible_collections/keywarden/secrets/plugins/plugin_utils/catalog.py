@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from typing import Any
 
 import yaml
@@ -27,7 +28,9 @@ KIND_STORED_FIELDS: dict[str, tuple[str, ...]] = {
     "mariadb": ("username", "password"),
     "rabbitmq": ("username", "password"),
     "redis": ("username", "password"),
-    "api_key": ("value",),
+    # key_id: a name for the key (not secret), chosen by keywarden when it makes the key: issuers revoke keys by it,
+    # and nginx logs which key a request used
+    "api_key": ("value", "key_id"),
     # `certificate` is the leaf followed by its chain (what a server presents); `chain` the issuing CA's certificate
     "tls_cert": ("certificate", "chain", "private_key"),
     # `trust_bundle`: this CA's certificate and, for an overlap after a CA rotation, the one it replaced
@@ -70,7 +73,10 @@ KIND_TARGET_SCHEMA: dict[str, dict[str, tuple[bool, str]]] = {
         ),
         "admin": (False, _TARGET_ADMIN),
     },
-    "api_key": {},
+    "api_key": {
+        "group": (False, "hosts that act for the provider: the nginx hosts (nginx), the hosts that call the issuer (http); none for manual"),
+        "provider": (True, "who issues and checks the key: a mapping with `type` (nginx, http, manual) and that provider's fields (table below)"),
+    },
     "tls_cert": {
         "ca": (True, "name of the `tls_ca` secret that issues this certificate (in every environment of this one)"),
         "common_name": (True, "subject common name of the certificate"),
@@ -92,6 +98,47 @@ KIND_TARGET_FIELDS: dict[str, tuple[str, ...]] = {
 KIND_TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
     kind: tuple(name for name, (required, _text) in fields.items() if required) for kind, fields in KIND_TARGET_SCHEMA.items()
 }
+
+# The providers of kind api_key (`target.provider`): field -> (required, default, what it holds). Validation and
+# docs/security/secrets/catalog.md both derive from it; plugin_utils/api_key_providers.py does the work.
+_PLACEHOLDERS = "`{key_id}`, `{name}` (and `{key}` in a body only: a key in a URL lands in access logs)"
+API_KEY_PROVIDERS: dict[str, dict[str, tuple[bool, Any, str]]] = {
+    "nginx": {
+        "type": (True, None, "`nginx`: keywarden writes the keys nginx accepts (a `map` include file per secret) on the target hosts and reloads nginx"),
+        "header": (False, "X-API-Key", "request header that carries the key (the map's source is `$http_<header>`, lower case, `-` as `_`)"),
+        "scheme": (False, "", "word before the key in that header, e.g. `Bearer` for `Authorization: Bearer <key>`; empty: the header holds the key alone"),
+        "test_path": (False, "/", "path a test request with the key goes to: it must answer 2xx to a key nginx accepts, 401 or 403 to any other"),
+    },
+    "http": {
+        "type": (True, None, "`http`: an issuer's HTTP API creates, tests and revokes keys; keywarden chooses each key (and its id) and sends it"),
+        "base_url": (True, None, "`http://` or `https://` URL the paths below are relative to"),
+        "admin_token": (True, None, "the catalog secret (api_key or generic, in every environment of this entry) whose `value` authorizes create and revoke"),
+        "admin_header": (False, "Authorization", "request header of create and revoke that carries the admin token"),
+        "admin_scheme": (False, "Bearer", "word before the admin token in that header; empty: the header holds the token alone"),
+        "create": (
+            True,
+            None,
+            "mapping: `path` (required), `method` (POST), `body` (JSON object; default `{id: '{key_id}', key: '{key}', name: '{name}'}`); "
+            f"placeholders {_PLACEHOLDERS}; answers 2xx, or 409 for a key id it already has",
+        ),
+        "revoke": (True, None, f"mapping: `path` (required), `method` (DELETE), `body` (optional); placeholders {_PLACEHOLDERS}; answers 2xx (404/410: gone)"),
+        "header": (False, "X-API-Key", "header that carries the key when it is used (the test request)"),
+        "scheme": (False, "", "word before the key in that header (e.g. `Bearer`)"),
+        "test_path": (True, None, "path a GET with the key goes to: 2xx for a live key, 401 or 403 for a revoked one"),
+    },
+    "manual": {
+        "type": (True, None, "`manual`: no API issues it; a due key fails the run, naming `steps`; a person records the new one (playbooks/record.yml)"),
+        "steps": (True, None, "what a person does to get a new key (console, ticket, contact), printed when the key is due"),
+    },
+}
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+_PATH_RE = re.compile(r"^/[^\s?#]*(\?[^\s#]*)?$")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+DEFAULT_CREATE_BODY = {"id": "{key_id}", "key": "{key}", "name": "{name}"}
+# strategy overlap: how long the outgoing key keeps working after a rotation, at most (hours)
+MAX_OVERLAP_HOURS = 8760
 
 # Every charset is safe unquoted in systemd EnvironmentFile=, docker compose env_file and POSIX sh.
 CHARSETS: dict[str, str] = {
@@ -149,7 +196,7 @@ SECRET_FIELDS: dict[str, tuple[bool, str]] = {
     "environments": (True, "the environments that have this credential, e.g. `[development, production]`"),
     "target": (False, "where the credential is checked (the server that holds the login); fields per kind below"),
     "policy": (False, "generator and rotation policy; every field has a default"),
-    "consumers": (True, "at least one: who receives the credential as environment variables"),
+    "consumers": (True, "who receives the credential as environment variables: at least one, or `[]` for an issuer's admin token (`provider.admin_token`)"),
 }
 # Key types of certificates: name -> community.crypto openssl_privatekey options.
 KEY_TYPES: dict[str, dict[str, Any]] = {
@@ -172,6 +219,11 @@ POLICY_FIELDS: dict[str, tuple[Any, str]] = {
     "lifetime_days": (None, f"certificates only: validity of a new certificate, 1 to {MAX_LIFETIME_DAYS} (default 90 for `tls_cert`, 3650 for `tls_ca`)"),
     "renew_before_days": (None, "certificates only: renew when less remains of the certificate's validity (default: a third of its lifetime)"),
     "key_type": ("ecdsa_p256", "certificates only: key of a new certificate: " + ", ".join(KEY_TYPES)),
+    "overlap_hours": (
+        24,
+        f"strategy `overlap` only: hours the outgoing key keeps working after a rotation, 0 to {MAX_OVERLAP_HOURS} and at most max_age_days x 24; "
+        "a later run revokes it (0: the same run, once every consumer holds the new one)",
+    ),
 }
 _CERT_POLICY_KEYS = {"max_age_days", "strategy", "lifetime_days", "renew_before_days", "key_type"}
 CONSUMER_FIELDS: dict[str, tuple[bool, str]] = {
@@ -288,6 +340,19 @@ def _check_policy(source: str, name: str, kind: str, policy: Any) -> dict[str, A
         raise _fail(source, name, "policy.charset", f"'{out['charset']}' is not one of {', '.join(CHARSETS)}")
     if out["strategy"] not in KIND_STRATEGIES[kind]:
         raise _fail(source, name, "policy.strategy", f"'{out['strategy']}' is not one of {', '.join(KIND_STRATEGIES[kind])} for kind {kind}")
+    if out["strategy"] != "overlap":
+        if "overlap_hours" in policy:
+            raise _fail(source, name, "policy.overlap_hours", f"only applies to strategy overlap (this entry's strategy is {out['strategy']})")
+        return out
+    overlap = policy.get("overlap_hours", POLICY_FIELDS["overlap_hours"][0])
+    out["overlap_hours"] = _check_int(source, name, "policy.overlap_hours", overlap, 0, MAX_OVERLAP_HOURS)
+    if out["overlap_hours"] > out["max_age_days"] * 24:
+        raise _fail(
+            source,
+            name,
+            "policy.overlap_hours",
+            f"must be at most max_age_days x 24 ({out['max_age_days'] * 24}): the next rotation would start inside the overlap window",
+        )
     return out
 
 
@@ -337,6 +402,8 @@ def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, A
         what = f"allowed for kind {kind}: {', '.join(allowed)}" if allowed else f"kind {kind} takes no target fields"
         raise _fail(source, name, f"target.{unknown[0]}", f"unknown field; {what}")
     for key in KIND_TARGET_REQUIRED.get(kind, ()):
+        if key == "provider":
+            continue  # a mapping: _check_provider
         value = target.get(key)
         if not isinstance(value, str) or not value:
             raise _fail(source, name, f"target.{key}", f"is required for kind {kind}")
@@ -357,6 +424,12 @@ def _check_target(source: str, name: str, kind: str, target: Any) -> dict[str, A
             raise _fail(source, name, f"target.{key}", problem)
     if target.get("admin") == name:
         raise _fail(source, name, "target.admin", "names the entry itself; omit target.admin for an entry that manages itself")
+    if kind == "api_key":
+        out["provider"] = _check_provider(source, name, target.get("provider"))
+        if out["provider"]["type"] == "manual" and "group" in target:
+            raise _fail(source, name, "target.group", "provider manual has no target hosts (keywarden cannot reach its issuer); remove it")
+        if out["provider"]["type"] != "manual" and not target.get("group"):
+            raise _fail(source, name, "target.group", f"is required for provider {out['provider']['type']}: the hosts that act for it")
     return out
 
 
@@ -424,8 +497,108 @@ def _check_admins(source: str, secrets: dict[str, Any]) -> None:
             raise _fail(source, name, "target.admin", f"'{admin}' names an admin itself; an admin entry manages itself (omit its target.admin)")
 
 
+def _placeholders(source: str, name: str, field: str, text: str, allowed: tuple[str, ...]) -> None:
+    try:
+        used = {part[1] for part in string.Formatter().parse(text) if part[1] is not None}
+    except ValueError:
+        raise _fail(source, name, field, "has an unbalanced { or } (write {{ or }} for a literal brace)") from None
+    if "key" in used and "key" not in allowed:
+        raise _fail(source, name, field, "{key} may not appear here (a key in a URL lands in access logs): send it in the body")
+    unknown = sorted(used - set(allowed))
+    if unknown:
+        raise _fail(source, name, field, f"unknown placeholder {{{unknown[0]}}}; allowed: {', '.join('{' + p + '}' for p in allowed)}")
+
+
+def _check_call(source: str, name: str, field: str, call: Any, method: str, body: Any) -> dict[str, Any]:
+    """create/revoke of provider http: {method, path, body}; placeholders checked, defaults filled in."""
+    if not isinstance(call, dict):
+        raise _fail(source, name, field, "must be a mapping with path (and method, body)")
+    unknown = sorted(str(key) for key in set(call) - {"method", "path", "body"})
+    if unknown:
+        raise _fail(source, name, f"{field}.{unknown[0]}", "unknown field; allowed: method, path, body")
+    out = {"method": str(call.get("method", method)).upper(), "path": call.get("path"), "body": call.get("body", body)}
+    if out["method"] not in _METHODS:
+        raise _fail(source, name, f"{field}.method", f"'{call.get('method')}' is not one of {', '.join(_METHODS)}")
+    if not isinstance(out["path"], str) or not _PATH_RE.match(out["path"]):
+        raise _fail(source, name, f"{field}.path", "is required: a path starting with / (no spaces)")
+    _placeholders(source, name, f"{field}.path", out["path"], ("key_id", "name"))
+    if out["body"] is not None:
+        if not isinstance(out["body"], dict):
+            raise _fail(source, name, f"{field}.body", "must be a mapping (sent as a JSON object)")
+        for key, value in out["body"].items():
+            if not isinstance(value, (str, int, bool)) or value is None:
+                raise _fail(source, name, f"{field}.body.{key}", "must be a string, a number or true/false")
+            if isinstance(value, str):
+                _placeholders(source, name, f"{field}.body.{key}", value, ("key", "key_id", "name"))
+    return out
+
+
+def _check_provider(source: str, name: str, provider: Any) -> dict[str, Any]:
+    """`target.provider` of an api_key entry: its type's fields (API_KEY_PROVIDERS), checked, defaults filled in."""
+    where = "target.provider"
+    if not isinstance(provider, dict) or "type" not in provider:
+        raise _fail(source, name, where, f"is required for kind api_key: a mapping with type {', '.join(API_KEY_PROVIDERS)}")
+    kind = provider["type"]
+    if kind not in API_KEY_PROVIDERS:
+        raise _fail(source, name, f"{where}.type", f"'{kind}' is not one of {', '.join(API_KEY_PROVIDERS)}")
+    fields = API_KEY_PROVIDERS[kind]
+    unknown = sorted(str(key) for key in set(provider) - set(fields))
+    if unknown:
+        raise _fail(source, name, f"{where}.{unknown[0]}", f"unknown field; allowed for provider {kind}: {', '.join(fields)}")
+    for field, (required, _default, _text) in fields.items():
+        if required and provider.get(field) in (None, ""):
+            raise _fail(source, name, f"{where}.{field}", f"is required for provider {kind}")
+    out = {field: provider.get(field, default) for field, (_required, default, _text) in fields.items()}
+    for field in ("header", "admin_header"):
+        if field in out and not (isinstance(out[field], str) and _HEADER_RE.match(out[field])):
+            raise _fail(source, name, f"{where}.{field}", "must be an HTTP header name (letters, digits, -)")
+    for field in ("scheme", "admin_scheme"):
+        if field in out and out[field] != "" and not (isinstance(out[field], str) and _SCHEME_RE.match(out[field])):
+            raise _fail(source, name, f"{where}.{field}", "must be one word (letters, digits, -), e.g. Bearer, or empty")
+    if "test_path" in out and not (isinstance(out["test_path"], str) and _PATH_RE.match(out["test_path"])):
+        raise _fail(source, name, f"{where}.test_path", "must be a path starting with / (no spaces)")
+    if "test_path" in out:
+        _placeholders(source, name, f"{where}.test_path", out["test_path"], ())
+    if kind == "manual" and not isinstance(out["steps"], str):
+        raise _fail(source, name, f"{where}.steps", "must be text: what a person does to get a new key")
+    if kind == "http":
+        if not isinstance(out["base_url"], str) or not _URL_RE.match(out["base_url"]):
+            raise _fail(source, name, f"{where}.base_url", "must be an http:// or https:// URL (no query)")
+        out["base_url"] = out["base_url"].rstrip("/")
+        if not isinstance(out["admin_token"], str) or not _NAME_RE.match(out["admin_token"]):
+            raise _fail(source, name, f"{where}.admin_token", "must name a secret of this catalog")
+        out["create"] = _check_call(source, name, f"{where}.create", out["create"], "POST", DEFAULT_CREATE_BODY)
+        out["revoke"] = _check_call(source, name, f"{where}.revoke", out["revoke"], "DELETE", None)
+    return out
+
+
+def _check_admin_tokens(source: str, secrets_out: dict[str, Any]) -> None:
+    """Each provider.admin_token names an api_key or generic secret present wherever the entry is; an entry without
+    consumers must be such a token (keywarden is then its only user)."""
+    tokens = set()
+    for name, entry in secrets_out.items():
+        provider = entry["target"].get("provider") or {}
+        token = provider.get("admin_token")
+        if not token:
+            continue
+        other = secrets_out.get(token)
+        field = "target.provider.admin_token"
+        if other is None or token == name:
+            raise _fail(source, name, field, f"secret '{token}' is not another entry of this catalog; add it (kind api_key, provider manual)")
+        if other["kind"] not in ("api_key", "generic"):
+            raise _fail(source, name, field, f"secret '{token}' is of kind {other['kind']}; an admin token is of kind api_key or generic")
+        missing = [env for env in entry["environments"] if env not in other["environments"]]
+        if missing:
+            raise _fail(source, name, field, f"secret '{token}' is not in environment {missing[0]}; add it there")
+        tokens.add(token)
+    for name, entry in secrets_out.items():
+        if not entry["consumers"] and name not in tokens:
+            raise _fail(source, name, "consumers", "needs at least one consumer (group, service, env), unless another entry names it as provider.admin_token")
+
+
 def _check_consumers(source: str, name: str, kind: str, consumers: Any) -> list[dict[str, Any]]:
-    if not isinstance(consumers, list) or not consumers:
+    # an empty list is checked once every entry is known (_check_admin_tokens): only an admin token may have none
+    if not isinstance(consumers, list):
         raise _fail(source, name, "consumers", "needs at least one consumer (group, service, env)")
     allowed_fields = KIND_FILE_FIELDS.get(kind) or KIND_STORED_FIELDS[kind] + KIND_TARGET_FIELDS.get(kind, ())
     out = []
@@ -498,16 +671,20 @@ def validate_catalog(data: Any, source: str = "catalog") -> dict[str, Any]:
                 if key in sources and sources[key] != name:
                     raise _fail(source, name, f"consumers[{index}].env.{var}", f"service {consumer['service']} already gets {var} from secret {sources[key]}")
                 sources[key] = name
+        policy = _check_policy(source, name, kind, entry.get("policy"))
+        if kind == "api_key" and target["provider"]["type"] == "http" and policy["strategy"] == "single_user":
+            raise _fail(source, name, "policy.strategy", "single_user needs provider nginx (an issuer cannot take back a key it revoked at set); use overlap")
         secrets_out[name] = {
             "kind": kind,
             "description": description,
             "environments": list(environments),
             "target": target,
-            "policy": _check_policy(source, name, kind, entry.get("policy")),
+            "policy": policy,
             "consumers": consumers,
         }
     _check_issuers(source, secrets_out)
     _check_admins(source, secrets_out)
+    _check_admin_tokens(source, secrets_out)
     return {"keywarden_catalog_version": CATALOG_VERSION, "secrets": secrets_out}
 
 

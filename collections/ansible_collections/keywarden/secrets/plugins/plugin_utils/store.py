@@ -71,6 +71,12 @@ def generate_value(length: int, alphabet: str) -> str:
     return "".join(_secrets.choice(alphabet) for _position in range(length))
 
 
+def generate_key_id() -> str:
+    """A fresh name for an API key (not secret): the day it was made and 32 random bits, e.g. kw-20261128-3fa2c1d0.
+    Issuers revoke keys by it, and nginx logs it for the key a request used."""
+    return f"kw-{datetime.datetime.now(datetime.UTC):%Y%m%d}-{_secrets.token_hex(4)}"
+
+
 def _hint(exc: OSError) -> str:
     return "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix the permissions of the store directory"
 
@@ -332,4 +338,7 @@ def generate_fields(entry: dict[str, Any], charsets: dict[str, str], issuer: dic
     if kind == "redis":
         # the ACL user (a Redis rotation adds a second password to it, never a second user)
         return {"username": str(entry["target"].get("username") or "default"), "password": value}
+    if kind == "api_key":
+        # keywarden chooses both: the value reaches the store before any issuer sees it (drivers/api_key.py)
+        return {"value": value, "key_id": generate_key_id()}
     return {"value": value}

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CHARSETS, login_names
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.rotation import age_due
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import generate_value
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, generate_value
 
 Outcomes = dict[str, "str | None"]
 
@@ -68,9 +68,13 @@ class Item:
         return self._read(self.name, stage)
 
     def secret(self, name: str, stage: str = "live") -> dict[str, str]:
-        """Another secret's fields, read (and audited) like this item's own: the admin login a driver connects with,
-        when its server has no peer authentication (Redis, RabbitMQ). KeyError when the store has no such secret."""
-        return self._read(name, stage)
+        """Another secret's fields, read (and audited) like this item's own: the admin login a driver connects with when
+        its server has no peer authentication (Redis, RabbitMQ), an issuer's admin token. StoreError when the store
+        lacks that secret."""
+        try:
+            return self._read(name, stage)
+        except KeyError:
+            raise StoreError(f"secret '{name}' is not in the store; run playbooks/init.yml") from None
 
 
 class Driver:
