@@ -396,8 +396,10 @@ def _example_catalogs() -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("source", ["catalog.yml", "rotation.md"])
 def test_the_onboarding_examples_pass_the_schema(source: str) -> None:
     examples = _example_catalogs()[source]
-    assert sorted({entry["kind"] for entry in examples.values()}) == ["rabbitmq", "redis"] and len(examples) == 4
-    validated = validate_catalog({"keywarden_catalog_version": 1, "secrets": examples})["secrets"]
+    validated_all = validate_catalog({"keywarden_catalog_version": 1, "secrets": examples})["secrets"]
+    # the Redis and RabbitMQ examples (rotation.md shows other kinds' examples too, validated above)
+    validated = {name: entry for name, entry in validated_all.items() if entry["kind"] in ("rabbitmq", "redis")}
+    assert sorted({entry["kind"] for entry in validated.values()}) == ["rabbitmq", "redis"] and len(validated) == 4
     broker = next(entry for entry in validated.values() if entry["target"].get("permissions"))
     assert broker["target"]["permissions"]["configure"] == "^orders\\."
     assert sum(1 for entry in validated.values() if entry["target"].get("admin")) == 2

@@ -35,7 +35,7 @@ class ApiKeyDriver(Driver):
         policy = entry["policy"]
         return {"value": generate_value(policy["length"], CHARSETS[policy["charset"]]), "key_id": generate_key_id()}
 
-    def rotatable(self, entry: dict[str, Any]) -> str | None:
+    def rotatable(self, entry: dict[str, Any], stored: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> str | None:
         return PROVIDERS[provider_of(entry)["type"]].steps(entry)
 
     def holds(self, entry: dict[str, Any]) -> bool:
