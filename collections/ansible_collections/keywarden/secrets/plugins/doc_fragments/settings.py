@@ -43,7 +43,7 @@ options:
     description:
       - Where the store's durable copy lives.
       - C(local) (the embedded default; the demo, one controller) is the file in O(store_dir) only.
-      - C(git) keeps the store file committed in the project's git repository (O(store_dir) must be in its work tree):
+      - C(git) keeps the store file committed in the project's git repository (O(store_dir) must be in its work tree);
         every store write is a commit of that file alone, on top of the remote branch's tip, pushed before the write
         returns; before every read-modify-write (and before reads) the branch is fetched, and a clone whose store is
         not the remote's is refused with a message saying to pull, unless O(store_git_pull). This is the backend for
@@ -61,7 +61,7 @@ options:
   store_git_remote:
     description:
       - The git backend's remote, a remote name of the checkout or a URL. AWX jobs run in a copy of the project
-        whose C(origin) is AWX's own cache: give the project's real URL here.
+        whose C(origin) is AWX's own cache, so give the project's real URL here.
     type: str
     default: origin
     vars:
