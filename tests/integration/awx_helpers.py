@@ -183,10 +183,21 @@ class Site:
     def remote_url(self) -> str:
         return f"file://{self.bare}"
 
-    def job(self, name: str | None = None) -> Job:
+    def job(self, name: str | None = None, laptop: bool = False) -> Job:
         number = self.next_job
         self.next_job += 1
-        return Job(self, name or f"job{number}", 1000 + number + abs(hash(self.root.name)) % 1000 * 10)
+        return Job(self, name or f"job{number}", 1000 + number + abs(hash(self.root.name)) % 1000 * 10, laptop=laptop)
+
+    def seen_values(self) -> list[str]:
+        """Every value any store revision on the remote ever held (current, pending, previous), for leak checks only."""
+        values = set()
+        for commit in git(self.bare, "rev-list", "main", "--", STORE_REL + "/secrets.vault").split():
+            raw = subprocess.run(["git", "cat-file", "blob", f"{commit}:{STORE_REL}/secrets.vault"], cwd=self.bare, capture_output=True, check=True).stdout
+            data = Store._decrypt(Store(str(self.root), ENV, [(ENV, self.vault_secret())]), raw, commit)
+            for entry in data["secrets"].values():
+                for stage in ("current", "pending", "previous"):
+                    values |= {str(v) for v in ((entry.get(stage) or {}).get("fields") or {}).values() if len(str(v)) >= 8}
+        return sorted(values)
 
     def vault_secret(self) -> VaultSecret:
         return VaultSecret((self.password_dir / ENV).read_text().strip().encode())
@@ -222,22 +233,29 @@ class Site:
 
 
 class Job:
-    """One AWX job: a fresh shallow clone in a new directory, deleted with ``remove``."""
+    """One AWX job: a fresh shallow clone in a new directory, deleted with ``remove``. ``laptop``: an operator's
+    full clone instead (on main, origin the remote), run by hand with the git backend on and no pull."""
 
-    def __init__(self, site: Site, name: str, job_id: int) -> None:
+    def __init__(self, site: Site, name: str, job_id: int, laptop: bool = False) -> None:
         self.site = site
         self.name = name
         self.id = job_id
+        self.laptop = laptop
         self.dir = site.root / "jobs" / name
         self.project = self.dir / "project"
         self.dir.mkdir(parents=True)
-        git(self.dir, "clone", "--quiet", "--depth=1", "--branch=main", site.remote_url, str(self.project))
-        git(self.project, "checkout", "--quiet", "-b", f"awx_internal/{uuid.uuid4()}")
-        git(self.project, "remote", "set-url", "origin", str(site.root / "awx-projects-cache" / "_8__keywarden"))
+        if laptop:
+            git(self.dir, "clone", "--quiet", str(site.bare), str(self.project))
+        else:
+            git(self.dir, "clone", "--quiet", "--depth=1", "--branch=main", site.remote_url, str(self.project))
+            git(self.project, "checkout", "--quiet", "-b", f"awx_internal/{uuid.uuid4()}")
+            git(self.project, "remote", "set-url", "origin", str(site.root / "awx-projects-cache" / "_8__keywarden"))
         self.revision = git(self.project, "rev-parse", "HEAD")
 
     def extravars(self, template: str, **extra: Any) -> dict[str, Any]:
         """What AWX writes to env/extravars for a job of this template (awx_meta_vars), with the template's extra vars."""
+        if self.laptop:
+            return extra
         meta = {
             "awx_job_id": self.id,
             "awx_job_launch_type": "scheduled",
@@ -262,11 +280,11 @@ class Job:
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KEYWARDEN_", "JOB_ID", "AWX_"))}
+        if self.laptop:
+            env.update(KEYWARDEN_STORE_BACKEND="git")
+        else:
+            env.update(JOB_ID=str(self.id), INVENTORY_ID="3", PROJECT_REVISION=self.revision, AWX_HOST="https://awx.example.invalid")
         env.update(
-            JOB_ID=str(self.id),
-            INVENTORY_ID="3",
-            PROJECT_REVISION=self.revision,
-            AWX_HOST="https://awx.example.invalid",
             ANSIBLE_RETRY_FILES_ENABLED="False",
             ANSIBLE_CONFIG=str(self.project / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",

@@ -879,7 +879,7 @@ def check_trail(paths: list[str], key: bytes | None = None, expect: dict[str, An
     for position, digest in enumerate(order, start=1):
         where, record = records[digest]
         seq, prev = record.get("seq"), record.get("prev")
-        if prev in children:
+        if prev in children and prev != GENESIS:
             return Verdict(len(order), position, f"{where}: line {seq} forks a chain: {records[children[prev]][0]} follows the same line (a line was replaced)")
         children[str(prev)] = digest
         if seq == 1:

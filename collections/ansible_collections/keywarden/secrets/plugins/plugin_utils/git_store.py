@@ -377,8 +377,12 @@ class GitStore(Store):
             return True, ""
         out = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
         for line in out.splitlines():
-            if line.startswith("!") and ("[rejected]" in line or "fetch first" in line or "non-fast-forward" in line):
+            if not line.startswith("!"):
+                continue
+            # the remote moved on; or two pushes met at the remote, and its ref update lost to the other's
+            if any(why in line for why in ("[rejected]", "fetch first", "non-fast-forward", "failed to update ref", "cannot lock ref", "incorrect old value")):
                 return False, "rejected"
+            return False, _redact(line.split("\t")[-1].strip())
         return False, _last_line(out)
 
     def _publish(self, data: dict[str, Any]) -> None:
