@@ -841,7 +841,8 @@ def check_trail(paths: list[str], key: bytes | None = None, expect: dict[str, An
     """Check the audit lines of many jobs, as a syslog sink received them (any order, other lines ignored).
 
     Each job's log is a chain from its line 1; every line must follow a line of the trail (nothing missing in
-    between), no chain may fork, every store write that follows an earlier write's records (``detail.after``,
+    between), no chain may fork (except where a restore went on from an archived log: its ``restore`` record
+    follows the archive's last line, as the lines written after the backup do), every store write that follows an earlier write's records (``detail.after``,
     another job's log when the store is durable) must find them in the trail, and with ``expect`` the anchor the
     store holds now must be there: so the trail is whole from each job's first line to the store's last write.
     """
@@ -879,7 +880,7 @@ def check_trail(paths: list[str], key: bytes | None = None, expect: dict[str, An
     for position, digest in enumerate(order, start=1):
         where, record = records[digest]
         seq, prev = record.get("seq"), record.get("prev")
-        if prev in children and prev != GENESIS:
+        if prev in children and prev != GENESIS and record.get("event") != "restore":
             return Verdict(len(order), position, f"{where}: line {seq} forks a chain: {records[children[prev]][0]} follows the same line (a line was replaced)")
         children[str(prev)] = digest
         if seq == 1:
