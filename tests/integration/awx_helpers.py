@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,7 +111,7 @@ class Rsyslog:
 class Site:
     """What outlives every job: the remote (a bare repository), the managed host's files, the injected credentials."""
 
-    def __init__(self, root: Path, catalog: dict[str, Any], postgres: Any, sink: Rsyslog | None) -> None:
+    def __init__(self, root: Path, catalog: dict[str, Any], postgres: Any, sink: Rsyslog | None, extra_files: dict[str, str] | None = None) -> None:
         self.root = root
         self.bare = root / "remote.git"
         self.env_dir = root / "host" / "srv"
@@ -162,6 +163,9 @@ class Site:
                 (seed / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, seed / name)
         (seed / "config" / "secrets" / "catalog.yml").write_text("---\n" + yaml.safe_dump(catalog, sort_keys=False))
+        for name, text in (extra_files or {}).items():
+            (seed / name).parent.mkdir(parents=True, exist_ok=True)
+            (seed / name).write_text(text)
         git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
         git(seed, "init", "--quiet", "--initial-branch=main")
         git(seed, "-c", "user.name=ops", "-c", "user.email=ops@example.invalid", "add", ".")
@@ -188,6 +192,11 @@ class Site:
         self.next_job += 1
         return Job(self, name or f"job{number}", 1000 + number + abs(hash(self.root.name)) % 1000 * 10, laptop=laptop)
 
+    def ee_job(self, image: str, mounts: list[Path], name: str | None = None) -> EEJob:
+        number = self.next_job
+        self.next_job += 1
+        return EEJob(self, name or f"ee-job{number}", 2000 + number + abs(hash(self.root.name)) % 1000 * 10, image, mounts)
+
     def seen_values(self) -> list[str]:
         """Every value any store revision on the remote ever held (current, pending, previous), for leak checks only."""
         values = set()
@@ -196,7 +205,9 @@ class Site:
             data = Store._decrypt(Store(str(self.root), ENV, [(ENV, self.vault_secret())]), raw, commit)
             for entry in data["secrets"].values():
                 for stage in ("current", "pending", "previous"):
-                    values |= {str(v) for v in ((entry.get(stage) or {}).get("fields") or {}).values() if len(str(v)) >= 8}
+                    fields = (entry.get(stage) or {}).get("fields") or {}
+                    # a login name is no secret (the catalog names it)
+                    values |= {str(v) for k, v in fields.items() if k != "username" and len(str(v)) >= 8}
         return sorted(values)
 
     def vault_secret(self) -> VaultSecret:
@@ -331,3 +342,146 @@ class Job:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir)
+
+
+# ---- jobs in the execution environment, the way AWX runs them ------------------------------------------------
+def build_ee() -> str:
+    """The EE image (scripts/ci/build-ee: built once per content hash, then reused)."""
+    proc = subprocess.run([str(REPO / "scripts" / "ci" / "build-ee")], capture_output=True, text=True, timeout=1800, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"scripts/ci/build-ee failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def definitions() -> dict[str, Any]:
+    """awx/keywarden.yml, as Ansible loads it (AWX's own templates stay as written)."""
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415 - Ansible's loader keeps !unsafe strings
+
+    return DataLoader().load_from_file(str(REPO / "awx" / "keywarden.yml"))
+
+
+def render(value: Any, context: dict[str, Any]) -> Any:
+    """Jinja over strings, lists and dicts (what Ansible does to awx/keywarden.yml, or AWX to an injector)."""
+    import jinja2  # noqa: PLC0415
+
+    if isinstance(value, str):
+        # plain text out (YAML data, file contents), as Ansible and AWX render these: no HTML escaping
+        environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+        return environment.from_string(str(value)).render(**context) if "{{" in value else str(value)
+    if isinstance(value, list):
+        return [render(item, context) for item in value]
+    if isinstance(value, dict):
+        return {str(key): render(item, context) for key, item in value.items()}
+    return value
+
+
+class EEJob(Job):
+    """A job run by ansible-runner in the EE container: a private data dir holding the project (the job's clone),
+    the generated inventory, env/extravars, env/envvars, env/passwords, env/cmdline and the credentials' files, as
+    AWX writes them (vault: --vault-id ENV@prompt answered from env/passwords)."""
+
+    def __init__(self, site: Site, name: str, job_id: int, image: str, mounts: list[Path]) -> None:
+        super().__init__(site, name, job_id)
+        self.image = image
+        self.mounts = mounts
+        self.pdd = self.dir
+        (self.pdd / "inventory").mkdir()
+        (self.pdd / "env").mkdir(mode=0o700)
+
+    def inject(self, credential_type: dict[str, Any], inputs: dict[str, str], env: dict[str, str], extravars: dict[str, Any]) -> None:
+        """What AWX does with a credential of this type: its files into env/, its env and extra vars rendered."""
+        injectors = credential_type["injectors"]
+        files = {}
+        for key, template in (injectors.get("file") or {}).items():
+            path = self.pdd / "env" / f"{credential_type['name'].replace(' ', '_')}{key.removeprefix('template')}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(render(template, inputs))
+            files[key.removeprefix("template").lstrip(".")] = f"/runner/env/{path.name}"
+        filename: Any = files.get("", None) or type("Files", (), files)()
+        context = {**inputs, "tower": {"filename": filename}}
+        env.update(render(injectors.get("env") or {}, context))
+        extravars.update(render(injectors.get("extra_vars") or {}, context))
+
+    def run_template(
+        self,
+        template: dict[str, Any],
+        site_values: dict[str, Any],
+        credentials: dict[str, dict[str, str]],
+        override: dict[str, Any] | None = None,
+        crash: str | None = None,
+    ) -> RunnerRun:
+        defs = definitions()
+        context = {**defs, **site_values}
+        extravars = {
+            **self.extravars(f"keywarden {ENV} {template['name']}"),
+            **render(defs["keywarden_awx_job_vars"], context),
+            **render(template["extra_vars"], context),
+        }
+        env = {
+            "JOB_ID": str(self.id),
+            "INVENTORY_ID": "3",
+            "PROJECT_REVISION": self.revision,
+            "AWX_HOST": "https://awx.example.invalid",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        }
+        types = {t["name"]: t for t in defs["keywarden_awx_credential_types"]}
+        for kind in template["credentials"]:
+            if kind == "vault":
+                continue
+            self.inject(types[f"keywarden {'store push' if kind == 'push' else kind}"], credentials[kind], env, extravars)
+        extravars.update(override or {})
+        if crash:
+            shutil.copytree(FAULTS, self.pdd / "faults")
+            env.update(PYTHONPATH="/runner/faults", KEYWARDEN_TEST_CRASH=crash, KEYWARDEN_TEST_CRASH_COUNTER="/runner/crash-counter")
+        password = (self.site.password_dir / ENV).read_text().strip()
+        (self.pdd / "env" / "extravars").write_text(json.dumps(extravars))
+        (self.pdd / "env" / "envvars").write_text(json.dumps(env))
+        (self.pdd / "env" / "passwords").write_text(json.dumps({rf"Vault password \({ENV}\):\s*?$": password}))
+        (self.pdd / "env" / "cmdline").write_text(f"--vault-id {ENV}@prompt")
+        inventory = yaml.safe_load(self.site.inventory.read_text())
+        inventory["all"]["hosts"]["localhost"]["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
+        (self.pdd / "inventory" / "hosts.yml").write_text("---\n" + yaml.safe_dump(inventory))
+        args = [
+            str(Path(sys.executable).parent / "ansible-runner"),
+            "run",
+            str(self.pdd),
+            "-p",
+            template["playbook"],
+            "--ident",
+            f"kwawx-{self.id}",
+            "--process-isolation",
+            "--process-isolation-executable",
+            "docker",
+            "--container-image",
+            self.image,
+            # the job's services are on this machine's loopback; each job container has a hostname of its own, as under AWX
+            "--container-option=--network=host",
+            f"--container-option=--hostname=kwawx-job-{self.id}",
+            *[arg for path in self.mounts for arg in ("--container-volume-mount", f"{path}:{path}:Z")],
+        ]
+        started = time.monotonic()
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+        return RunnerRun(self, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+
+
+class RunnerRun:
+    def __init__(self, job: EEJob, returncode: int, output: str, seconds: float) -> None:
+        self.job, self.returncode, self.output, self.seconds = job, returncode, output, seconds
+        artifacts = job.pdd / "artifacts" / f"kwawx-{job.id}"
+        self.status = (artifacts / "status").read_text().strip() if (artifacts / "status").exists() else "none"
+        stdout = (artifacts / "stdout").read_text() if (artifacts / "stdout").exists() else ""
+        self.stdout = re.sub(r"\x1b\[[0-9;]*m", "", stdout)
+
+    def says(self, text: str) -> bool:
+        return " ".join(text.split()) in " ".join(self.stdout.split())
+
+    def artifacts(self) -> bytes:
+        """Every file runner and the job left in the private data dir's artifacts."""
+        return b"".join(path.read_bytes() for path in sorted((self.job.pdd / "artifacts").rglob("*")) if path.is_file())
+
+    def explain(self) -> str:
+        return (
+            f"ansible-runner -> rc {self.returncode}, status {self.status} after {self.seconds:.1f}s\n"
+            + self.job.site.redact(self.output + self.stdout)[-6000:]
+        )
