@@ -72,7 +72,9 @@ def catalog() -> dict[str, Any]:
             "environments": [ENV],
             "target": {"group": "db", "database": "orders", "role": name},
             "policy": {"max_age_days": 30, "length": 32, "charset": "alnum", "strategy": "alternating_users"},
-            "consumers": [{"group": "app", "service": "app", "env": {f"DB{index}_USER": "username", f"DB{index}_PASSWORD": "password", f"DB{index}_NAME": "database"}}],
+            "consumers": [
+                {"group": "app", "service": "app", "env": {f"DB{index}_USER": "username", f"DB{index}_PASSWORD": "password", f"DB{index}_NAME": "database"}}
+            ],
         }
     return {"keywarden_catalog_version": 1, "secrets": entries}
 
@@ -147,7 +149,9 @@ class Bench:
         return clone, inventory
 
     def store_exists(self) -> bool:
-        return bool(subprocess.run(["git", "cat-file", "-e", f"main:{STORE_REL}/secrets.vault"], cwd=self.bare, capture_output=True, check=False).returncode == 0)
+        return bool(
+            subprocess.run(["git", "cat-file", "-e", f"main:{STORE_REL}/secrets.vault"], cwd=self.bare, capture_output=True, check=False).returncode == 0
+        )
 
     # ---- runs ------------------------------------------------------------------------------------------
     def play(self, clone: Path, inventory: Path, playbook: str, forks: int, *extra: str) -> dict[str, Any]:
@@ -181,7 +185,9 @@ class Bench:
 
     def noop_playbook(self) -> Path:
         path = self.root / "noop.yml"
-        path.write_text("---\n" + yaml.safe_dump([{"name": "noop", "hosts": "all", "gather_facts": False, "tasks": [{"name": "ping", "ansible.builtin.ping": None}]}]))
+        path.write_text(
+            "---\n" + yaml.safe_dump([{"name": "noop", "hosts": "all", "gather_facts": False, "tasks": [{"name": "ping", "ansible.builtin.ping": None}]}])
+        )
         return path
 
     def store(self) -> dict[str, Any]:
@@ -197,7 +203,9 @@ class Bench:
         user, password = entry["current"]["fields"]["username"], entry["current"]["fields"]["password"]
         want = hashlib.sha256(f"{user}\0{password}".encode()).hexdigest()
         for host in ("host001", f"host{n // 2:03d}", f"host{n:03d}"):
-            values = dict(line.split("=", 1) for line in (self.root / f"srv-{n}" / host / "app.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
+            values = dict(
+                line.split("=", 1) for line in (self.root / f"srv-{n}" / host / "app.env").read_text().splitlines() if "=" in line and not line.startswith("#")
+            )
             got = hashlib.sha256(f"{values['DB0_USER']}\0{values['DB0_PASSWORD']}".encode()).hexdigest()
             if got != want:
                 raise SystemExit(f"{host} of {n} does not hold the store's current login after the rotation")
@@ -231,7 +239,15 @@ class Bench:
                         if kind == "rotate":
                             version += 1
                             self.verify_rotation(n, version)
-                        sample = {"hosts": n, "forks": forks, "kind": kind, "serial": serial or "default [1, '50%']", "rep": rep, "wall": result["wall"], "cpu": result["cpu"]}
+                        sample = {
+                            "hosts": n,
+                            "forks": forks,
+                            "kind": kind,
+                            "serial": serial or "default [1, '50%']",
+                            "rep": rep,
+                            "wall": result["wall"],
+                            "cpu": result["cpu"],
+                        }
                         self.samples.append(sample)
                         print(json.dumps(sample), flush=True)  # noqa: T201 - progress
         return {"setup_s": setup, "sizes": sizes, "forks": forks_list, "serials": serials}
@@ -240,9 +256,19 @@ class Bench:
 def summarize(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     key = lambda s: (s["hosts"], s["forks"], s["kind"], s["serial"])  # noqa: E731
-    for (hosts, forks, kind, serial), group in itertools.groupby(sorted(samples, key=key), key=key):
-        group = list(group)
-        rows.append({"hosts": hosts, "forks": forks, "kind": kind, "serial": serial, "wall": statistics.median(s["wall"] for s in group), "cpu": statistics.median(s["cpu"] for s in group), "n": len(group)})
+    for (hosts, forks, kind, serial), grouped in itertools.groupby(sorted(samples, key=key), key=key):
+        group = list(grouped)
+        rows.append(
+            {
+                "hosts": hosts,
+                "forks": forks,
+                "kind": kind,
+                "serial": serial,
+                "wall": statistics.median(s["wall"] for s in group),
+                "cpu": statistics.median(s["cpu"] for s in group),
+                "n": len(group),
+            }
+        )
     noop = {(r["hosts"], r["forks"]): r for r in rows if r["kind"] == "noop"}
     for row in rows:
         base = noop[(row["hosts"], row["forks"])]
@@ -251,7 +277,9 @@ def summarize(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
             s["wall"] / n["wall"]
             for s in samples
             for n in samples
-            if n["kind"] == "noop" and (s["hosts"], s["forks"], s["kind"], s["serial"], s["rep"]) == (row["hosts"], row["forks"], row["kind"], row["serial"], n["rep"]) and (n["hosts"], n["forks"]) == (row["hosts"], row["forks"])
+            if n["kind"] == "noop"
+            and (s["hosts"], s["forks"], s["kind"], s["serial"], s["rep"]) == (row["hosts"], row["forks"], row["kind"], row["serial"], n["rep"])
+            and (n["hosts"], n["forks"]) == (row["hosts"], row["forks"])
         ]
         row["ratio"] = round(statistics.median(reps), 2) if reps else round(row["wall"] / base["wall"], 2)
         row["cpu_ratio"] = round(row["cpu"] / base["cpu"], 2)
@@ -263,26 +291,31 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"# Fleet scale: {result['label']} ({result['when']})", ""]
     lines += [f"- machine: {result['machine']}", f"- load average before: {result['load_before']}, after: {result['load_after']}"]
     lines += [f"- code: {result['code']}", f"- setup (site.yml, untimed) seconds per fleet size: {result['setup_s']}", ""]
-    lines += ["| hosts | forks | run | serial | median wall s | ratio to noop | median CPU s | CPU ratio |", "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += ["| hosts | forks | run | serial | median wall s | ratio to noop | median CPU s | CPU ratio |"]
+    lines += ["| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['hosts']} | {r['forks']} | {r['kind']} | {r['serial'] if r['kind'] == 'rotate' else ''} | {r['wall']:.2f} | {r['ratio']:.2f}x | {r['cpu']:.2f} | {r['cpu_ratio']:.2f}x |")
+        serial = r["serial"] if r["kind"] == "rotate" else ""
+        cells = [r["hosts"], r["forks"], r["kind"], serial, f"{r['wall']:.2f}", f"{r['ratio']:.2f}x", f"{r['cpu']:.2f}", f"{r['cpu_ratio']:.2f}x"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     sizes = result["sizes"]
     if len(sizes) >= 2:
         small, big = sizes[0], sizes[-1]
-        lines += ["", f"Cost per extra host, (t({big}) - t({small})) / {big - small}, and growth of the ratio to noop from {small} to {big} hosts:", ""]
-        lines += ["| run | forks | serial | s per host (wall) | s per host (CPU) | noop s per host (wall) | ratio at " + f"{small} -> {big} |", "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
+        lines += ["", f"Cost per extra host, (t({big}) - t({small})) / {big - small}, and the ratio to noop at {small} and {big} hosts:", ""]
+        lines += ["| run | forks | serial | s per host (wall) | s per host (CPU) | noop s per host (wall) | ratio |"]
+        lines += ["| --- | ---: | --- | ---: | ---: | ---: | --- |"]
         by = {(r["hosts"], r["forks"], r["kind"], r["serial"]): r for r in rows}
+        noop_key = "default [1, '50%']"
         for r in rows:
-            if r["hosts"] != big:
-                continue
             low = by.get((small, r["forks"], r["kind"], r["serial"]))
-            noop_low, noop_big = by.get((small, r["forks"], "noop", r["serial"] if r["kind"] == "noop" else "default [1, '50%']")), by[(big, r["forks"], "noop", "default [1, '50%']")]
-            if low is None or noop_low is None:
+            noop_low, noop_big = by.get((small, r["forks"], "noop", noop_key)), by.get((big, r["forks"], "noop", noop_key))
+            if r["hosts"] != big or low is None or noop_low is None or noop_big is None:
                 continue
-            per = (r["wall"] - low["wall"]) / (big - small)
-            per_cpu = (r["cpu"] - low["cpu"]) / (big - small)
-            noop_per = (noop_big["wall"] - noop_low["wall"]) / (big - small)
-            lines.append(f"| {r['kind']} | {r['forks']} | {r['serial'] if r['kind'] == 'rotate' else ''} | {per:.3f} | {per_cpu:.3f} | {noop_per:.3f} | {low['ratio']:.2f}x -> {r['ratio']:.2f}x |")
+            span = big - small
+            per, per_cpu = (r["wall"] - low["wall"]) / span, (r["cpu"] - low["cpu"]) / span
+            noop_per = (noop_big["wall"] - noop_low["wall"]) / span
+            serial = r["serial"] if r["kind"] == "rotate" else ""
+            cells = [r["kind"], r["forks"], serial, f"{per:.3f}", f"{per_cpu:.3f}", f"{noop_per:.3f}", f"{low['ratio']:.2f}x -> {r['ratio']:.2f}x"]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +323,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--hosts", default="10,100", help="fleet sizes, comma-separated")
     parser.add_argument("--forks", default="5", help="fork counts, comma-separated (every size is run with each)")
-    parser.add_argument("--serial", action="append", help='keywarden_rotate_serial as JSON (repeatable), e.g. \'[1, "50%%"]\' or \'["100%%"]\'')
+    parser.add_argument("--serial", action="append", help="keywarden_rotate_serial as JSON (repeatable), e.g. '[1, \"50%%\"]' or '[\"100%%\"]'")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--label", default="local")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
