@@ -14,7 +14,6 @@ import pytest
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, AuditLog, Auditor, actor, check_trail, load_key
 
-
 # secret names (the records name secrets; no value is involved)
 APP, FIRST, SECOND, OTHER = "app_db", "a", "b", "x"
 
