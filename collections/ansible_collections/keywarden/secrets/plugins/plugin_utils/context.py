@@ -115,7 +115,7 @@ def store_for(
             conf["environment"],
             getattr(vault, "secrets", None),
             remote=str(conf["store_git_remote"] or "origin"),
-            branch=templar.template(conf["store_git_branch"]) if conf["store_git_branch"] else None,
+            branch=str(conf["store_git_branch"]) if conf["store_git_branch"] else None,
             pull=bool(conf["store_git_pull"]),
             **common,
         )
