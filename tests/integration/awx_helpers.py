@@ -108,6 +108,24 @@ class Rsyslog:
             self.proc.kill()
 
 
+def rsyslog_sink(tmp_path_factory: Any) -> Any:
+    """A module fixture body (``sink = pytest.fixture(scope="module")(rsyslog_sink)``): a real rsyslog for the module."""
+    server = Rsyslog(tmp_path_factory.mktemp("rsyslog"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pg_entry(name: str) -> dict[str, Any]:
+    """A PostgreSQL catalog entry of this environment, consumed by group app through service ``name``."""
+    from rotation_helpers import pg_secret  # noqa: PLC0415 - the rotation tests' catalog helper
+
+    entry = pg_secret(name, consumers=(("app", name, "DB"),))
+    entry["environments"] = [ENV]
+    return entry
+
+
 class Site:
     """What outlives every job: the remote (a bare repository), the managed host's files, the injected credentials."""
 

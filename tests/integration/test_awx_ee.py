@@ -14,21 +14,14 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from awx_helpers import ENV, Rsyslog, Site, build_ee, definitions
-from rotation_helpers import Creds, catalog, login, pg_secret, read_env
+from awx_helpers import ENV, Rsyslog, Site, build_ee, definitions, pg_entry, rsyslog_sink
+from rotation_helpers import Creds, catalog, login, read_env
 
 SECRETS = ("ee_app_db", "ee_rotated_db")
-
-
-def _secret(name: str) -> dict[str, Any]:
-    entry = pg_secret(name, consumers=(("app", name, "DB"),))
-    entry["environments"] = [ENV]
-    return entry
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +29,7 @@ def ee_image() -> str:
     return build_ee()
 
 
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
-    server = Rsyslog(tmp_path_factory.mktemp("ee-rsyslog"))
-    try:
-        yield server
-    finally:
-        server.stop()
+sink = pytest.fixture(scope="module")(rsyslog_sink)
 
 
 class EESite:
@@ -80,7 +67,7 @@ def ee_site(tmp_path_factory: pytest.TempPathFactory, postgres: Any, sink: Rsysl
     keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
     recipient = re.search(r"age1[0-9a-z]+", keygen.stderr + keygen.stdout).group(0)  # type: ignore[union-attr]
     site = Site(
-        root / "site", catalog({name: _secret(name) for name in SECRETS}), postgres, sink, {f"inventories/{ENV}/backup/recipients.txt": recipient + "\n"}
+        root / "site", catalog({name: pg_entry(name) for name in SECRETS}), postgres, sink, {f"inventories/{ENV}/backup/recipients.txt": recipient + "\n"}
     )
     first = site.job("provision")
     made = first.run("site.yml", "keywarden site", keywarden_store_create=True)

@@ -16,14 +16,13 @@ import hashlib
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from awx_helpers import ENV, REPO, STORE_REL, Rsyslog, Site, git
-from rotation_helpers import Creds, catalog, login, pg_secret, read_env
+from awx_helpers import ENV, REPO, STORE_REL, Rsyslog, Site, git, pg_entry, rsyslog_sink
+from rotation_helpers import Creds, catalog, login, read_env
 
 CASES = {
     # case: (fault, where the remote's store stands once the job is dead)
@@ -38,25 +37,13 @@ CONTENDED = ("awx_contended_a", "awx_contended_b")
 TRAIL = "awx_trail"
 
 
-def _secret(name: str) -> dict[str, Any]:
-    entry = pg_secret(name, consumers=(("app", name, "DB"),))
-    entry["environments"] = [ENV]
-    return entry
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
-    server = Rsyslog(tmp_path_factory.mktemp("rsyslog"))
-    try:
-        yield server
-    finally:
-        server.stop()
+sink = pytest.fixture(scope="module")(rsyslog_sink)
 
 
 @pytest.fixture(scope="module")
 def provisioned(tmp_path_factory: pytest.TempPathFactory, postgres: Any, sink: Rsyslog) -> Site:
     """The project on its remote, its first store made and delivered by a first job (site.yml), that job gone."""
-    site = Site(tmp_path_factory.mktemp("awx-site"), catalog({name: _secret(name) for name in [*SECRETS.values(), *CONTENDED, TRAIL]}), postgres, sink)
+    site = Site(tmp_path_factory.mktemp("awx-site"), catalog({name: pg_entry(name) for name in [*SECRETS.values(), *CONTENDED, TRAIL]}), postgres, sink)
     job = site.job("provision")
     result = job.run("site.yml", "keywarden site", keywarden_store_create=True)
     assert result.returncode == 0, result.explain()

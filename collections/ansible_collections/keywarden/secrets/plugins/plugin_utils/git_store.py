@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import getpass
 import hashlib
 import json
@@ -42,7 +41,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, anchor
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import ANCHOR_KEY, STORE_FILE, Store, StoreError
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import ANCHOR_KEY, STORE_FILE, Store, StoreError, wait_flock
 
 GIT_TIMEOUT = 120
 # reads trust a fetch this recent (every write fetches): many hosts reading in one play fetch once
@@ -164,15 +163,8 @@ class GitStore(Store):
     def _flock(self, path: str, wait: float) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreError(f"store {self.path}: {path} stayed locked for {wait:.0f} s (another run of this clone); run again") from None
-                    time.sleep(0.05)
+            if not wait_flock(fd, wait):
+                raise StoreError(f"store {self.path}: {path} stayed locked for {wait:.0f} s (another run of this clone); run again")
             yield
         finally:
             os.close(fd)  # releases the lock

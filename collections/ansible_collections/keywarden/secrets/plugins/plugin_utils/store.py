@@ -89,6 +89,19 @@ def _write_all(fd: int, data: bytes) -> None:
         done += os.write(fd, data[done:])
 
 
+def wait_flock(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock on fd, waiting up to ``timeout`` seconds; False when it stayed held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 def _hint(exc: OSError) -> str:
     return "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix the permissions of the store directory"
 
@@ -207,17 +220,10 @@ class Store:
         except OSError as exc:
             raise StoreError(f"store lock {self.lock_path} cannot be opened ({exc.strerror}); {_hint(exc)}; the store was not changed") from None
         try:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreLockedError(
-                            f"store {self.path} is locked by {self._holder_text(fd)}; wait for that run to finish (the lock goes when its process exits)"
-                        ) from None
-                    time.sleep(0.1)
+            if not wait_flock(fd, self.lock_timeout):
+                raise StoreLockedError(
+                    f"store {self.path} is locked by {self._holder_text(fd)}; wait for that run to finish (the lock goes when its process exits)"
+                )
             info = {
                 "pid": os.getpid(),
                 "user": getpass.getuser(),
