@@ -322,7 +322,15 @@ class GitStore(Store):
 
     def _write(self, data: dict[str, Any], revision: int) -> None:
         super()._write(data, revision)
-        self._publish(data)
+        try:
+            self._publish(data)
+        except OSError as exc:
+            # a local failure while committing (the git directory unwritable, disk full): nothing reached the remote
+            self._abandon(data, f"commit failed: {exc.strerror or exc}")
+            raise StoreError(
+                f"store {self.path}: revision {data.get('revision')} was not written: committing it failed ({exc.strerror or exc}); "
+                f"no target was touched; the store is unchanged"
+            ) from None
 
     # ---- commit and push ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, str]:
