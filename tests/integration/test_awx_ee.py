@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from awx_helpers import ENV, Rsyslog, Site, build_ee, definitions, pg_entry, rsyslog_sink
 from rotation_helpers import Creds, catalog, login, read_env
 
@@ -73,6 +74,9 @@ def ee_site(tmp_path_factory: pytest.TempPathFactory, postgres: Any, sink: Rsysl
     made = first.run("site.yml", "keywarden site", keywarden_store_create=True)
     assert made.returncode == 0, made.explain()
     first.remove()
+    # item 4 of issue 11: AWX's generated inventory names the environment, never a path; the project's layout does
+    inventory_vars = yaml.safe_load(site.inventory.read_text())["all"]["vars"]
+    assert "keywarden_environment" in inventory_vars and not {"keywarden_store_dir", "keywarden_catalog_path", "keywarden_audit_log"} & set(inventory_vars)
     backups = root / "backups"
     backups.mkdir(mode=0o700)
     return EESite(site, ee_image, identity, backups)
