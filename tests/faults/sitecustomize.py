@@ -9,6 +9,9 @@ Points: ``store-mid-write`` (half the temp file written), ``store-before-rename`
 writer dies: ansible-playbook then stops the run, "A worker was found in a dead state"), ``run-after-write``
 (ansible-playbook and the writer die right after the rename: a controller that crashed between two phases), and
 ``audit-mid-append`` (half of the n-th append to an audit log, a ``*.log`` file opened for appending, written).
+Git store backend: ``git-before-push`` and ``git-after-push`` kill the whole run (ansible-playbook and the writer)
+right before, or right after a successful, n-th ``git push`` of the run: a job killed between a store write and the
+next step (pushes are counted in ``<counter>.push``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ if _SPEC:
     _open, _write, _replace, _rename = os.open, os.write, os.replace, os.rename
     _state: dict[str, int | None] = {"fd": None, "n": 0, "log_fd": None, "appends": 0}
 
-    def _count() -> int:
-        fd = _open(_counter, os.O_RDWR | os.O_CREAT, 0o600)
+    def _count(counter: str = _counter) -> int:
+        fd = _open(counter, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             number = int(os.pread(fd, 32, 0) or b"0") + 1
@@ -79,3 +82,21 @@ if _SPEC:
 
     os.open, os.write = _open_hook, _write_hook
     os.replace, os.rename = _rename_hook(_replace), _rename_hook(_rename)
+
+    if _point in ("git-before-push", "git-after-push"):
+        import subprocess
+
+        _run = subprocess.run
+
+        def _run_hook(args, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            if not (isinstance(args, list | tuple) and list(args[:2]) == ["git", "push"]):
+                return _run(args, *rest, **kwargs)
+            hit = _count(_counter + ".push") == _wanted
+            if hit and _point == "git-before-push":
+                _die(True)
+            result = _run(args, *rest, **kwargs)
+            if hit and result.returncode == 0:
+                _die(True)
+            return result
+
+        subprocess.run = _run_hook

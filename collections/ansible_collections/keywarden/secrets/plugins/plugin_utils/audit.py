@@ -308,11 +308,14 @@ def anchor(written: list[dict[str, Any]]) -> dict[str, Any] | None:
 class AuditLog:
     """One audit log file. ``append`` adds records atomically with respect to every other writer."""
 
-    def __init__(self, path: str, key: bytes, syslog: bool = False) -> None:
+    def __init__(self, path: str, key: bytes, syslog: bool = False, syslog_server: str | None = None) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.head_path = self.path + HEAD_SUFFIX
+        self.sent_path = self.path + SENT_SUFFIX
         self._key = key
         self.syslog = syslog
+        # HOST:PORT of a syslog server over TCP: the durable sink (see _ship)
+        self.syslog_server = syslog_server or None
 
     def _fail(self, what: str, exc: OSError, restored: bool = True) -> AuditError:
         reason = exc.strerror or str(exc)
@@ -402,6 +405,9 @@ class AuditLog:
                 lines = work(fd, os.fstat(fd).st_size)
             except OSError as exc:
                 raise self._fail("written", exc) from None
+            if self.syslog_server and lines:
+                # under the lock: the sink receives the chain in order
+                self._ship(fd, lines)
         finally:
             os.close(fd)  # releases the lock
         if self.syslog and lines:
@@ -496,6 +502,83 @@ class AuditLog:
             os.pwrite(fd, head, 0)
         finally:
             os.close(fd)
+
+    def _ship(self, fd: int, lines: list[dict[str, Any]]) -> None:
+        """Send every line the sink has not had yet (normally just these; a failed send left the rest) over TCP, then
+        note the last one sent in ``<log>.sent``. Lines that cannot be sent fail the append (fail closed); they stay
+        in the file and go with the next append."""
+        sent = _read_sent(self.sent_path)
+        if sent == int(lines[0]["seq"]) - 1:
+            raws = [_encode(line) for line in lines]
+        else:
+            raws = [raw for raw in _read_lines(fd) if _seq_of(raw) > sent]
+        if not raws:
+            return
+        try:
+            send_syslog(self.syslog_server, raws)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise AuditError(
+                f"audit sink {self.syslog_server} cannot take lines {sent + 1}-{_seq_of(raws[-1])} of audit log {self.path} ({reason}): "
+                f"refusing to go on without a durable audit record (fail closed); fix the syslog server or keywarden_audit_syslog_server "
+                f"(the lines stay in the log and go with the next append)"
+            ) from None
+        fd_sent = os.open(self.sent_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.pwrite(fd_sent, json.dumps({"seq": _seq_of(raws[-1]), "server": self.syslog_server}).encode().ljust(_HEAD_WIDTH) + b"\n", 0)
+        finally:
+            os.close(fd_sent)
+
+
+SENT_SUFFIX = ".sent"
+# syslog facility authpriv (10), severity info (6)
+_SYSLOG_PRI = 10 * 8 + 6
+SYSLOG_TAG = "keywarden-audit"
+
+
+def _read_sent(path: str) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return int(json.loads(handle.read().strip() or b"{}").get("seq", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _read_lines(fd: int) -> list[bytes]:
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0)
+    return data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+
+
+def _seq_of(raw: bytes) -> int:
+    try:
+        return int(json.loads(raw)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def syslog_address(server: str) -> tuple[str, int]:
+    """(host, port) of ``HOST:PORT``, ``tcp://HOST:PORT`` or ``[IPv6]:PORT``."""
+    text = server.strip()
+    if text.startswith("tcp://"):
+        text = text[len("tcp://") :]
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{server}' is not HOST:PORT")
+    return host, int(port)
+
+
+def send_syslog(server: str, raws: list[bytes]) -> None:
+    """RFC 5424 messages over one TCP connection, newline framed (rsyslog imtcp's default framing; no NUL)."""
+    import socket  # noqa: PLC0415 - only a log with a sink needs it
+
+    host_name = socket.gethostname() or "-"
+    stamp = utc_stamp()
+    blob = b"".join(f"<{_SYSLOG_PRI}>1 {stamp} {host_name} {SYSLOG_TAG} {os.getpid()} - - ".encode() + raw + b"\n" for raw in raws)
+    with socket.create_connection(syslog_address(server), timeout=10) as conn:
+        conn.sendall(blob)
+        conn.shutdown(socket.SHUT_WR)
 
 
 def _forward(lines: list[bytes]) -> None:
@@ -742,3 +825,93 @@ def read_records(path: str) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             out.append(record)
     return out
+
+
+# ---- the combined trail of many jobs (a syslog sink) --------------------------------------------------------
+def _trail_json(line: bytes) -> bytes | None:
+    """The audit record of one line of a sink file: a log line as is, or the message of a syslog line."""
+    line = line.rstrip(b"\r\n")
+    if line.startswith(b"{"):
+        return line
+    tag = line.find(SYSLOG_TAG.encode())
+    start = line.find(b"{", tag) if tag >= 0 else -1
+    return line[start:].rstrip() if start >= 0 else None
+
+
+def check_trail(paths: list[str], key: bytes | None = None, expect: dict[str, Any] | None = None) -> Verdict:
+    """Check the audit lines of many jobs, as a syslog sink received them (any order, other lines ignored).
+
+    Each job's log is a chain from its line 1; every line must follow a line of the trail (nothing missing in
+    between), no chain may fork (except where a restore went on from an archived log: its ``restore`` record
+    follows the archive's last line, as the lines written after the backup do), every store write that follows an earlier write's records (``detail.after``,
+    another job's log when the store is durable) must find them in the trail, and with ``expect`` the anchor the
+    store holds now must be there: so the trail is whole from each job's first line to the store's last write.
+    """
+    records: dict[str, tuple[str, dict[str, Any]]] = {}
+    order: list[str] = []
+    duplicates = 0
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise AuditError(f"audit trail {path} cannot be read ({exc.strerror})") from None
+        for number, line in enumerate(data.splitlines(), start=1):
+            raw = _trail_json(line)
+            if raw is None:
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not {"seq", "prev", "mac"} <= set(record):
+                return Verdict(len(order), number, f"{where}: not an audit record (edited, or cut by the sink: raise its message size)")
+            digest = line_hash(raw)
+            if digest in records:
+                duplicates += 1
+                continue
+            if key is not None and record.get("mac") != _line_mac(key, record):
+                return Verdict(len(order), number, f"{where}: MAC does not match under the audit key (the line was edited)")
+            records[digest] = (where, record)
+            order.append(digest)
+    children: dict[str, str] = {}
+    starts: list[dict[str, Any]] = []
+    links = 0
+    for position, digest in enumerate(order, start=1):
+        where, record = records[digest]
+        seq, prev = record.get("seq"), record.get("prev")
+        if prev in children and prev != GENESIS and record.get("event") != "restore":
+            return Verdict(len(order), position, f"{where}: line {seq} forks a chain: {records[children[prev]][0]} follows the same line (a line was replaced)")
+        children[str(prev)] = digest
+        if seq == 1:
+            if prev != GENESIS:
+                return Verdict(len(order), position, f"{where}: line 1 of a log that does not start a chain")
+            starts.append(record)
+        elif prev not in records or records[prev][1].get("seq") != seq - 1:
+            return Verdict(len(order), position, f"{where}: line {seq} follows a line that is not in the trail (line {seq - 1} of its job's log is missing)")
+        after = (record.get("detail") or {}).get("after")
+        if isinstance(after, dict):
+            found = records.get(str(after.get("hash")))
+            if found is None or found[1].get("seq") != after.get("seq"):
+                return Verdict(len(order), position, f"{where}: this store write follows line {after.get('seq')} of an earlier write's log: not in the trail")
+            links += 1
+    if not order:
+        return Verdict(0, 1, "no audit line in the trail")
+    if expect is not None:
+        found = records.get(str(expect.get("hash")))
+        source = f" ({expect['source']})" if expect.get("source") else ""
+        if found is None or found[1].get("seq") != int(expect.get("seq", -1)):
+            return Verdict(
+                len(order), len(order), f"the anchor{source} (line {expect.get('seq')} of the last writer's log) is not in the trail (cut off the end)"
+            )
+    jobs = sorted({str((r.get("actor") or {}).get("awx_job_id")) for r in starts if (r.get("actor") or {}).get("awx_job_id")})
+    message = f"{len(order)} lines in {len(starts)} job logs" + (f" (AWX jobs {', '.join(jobs)})" if jobs else "")
+    message += f", every line chained, {links} store writes linked to the writes before them"
+    message += ", MACs valid" if key is not None else " (MACs not checked: no key given)"
+    if expect is not None:
+        message += f", holds the anchor (line {expect['seq']}{' of ' + expect['source'] if expect.get('source') else ''})"
+    verdict = Verdict(len(order), None, message)
+    if duplicates:
+        verdict.notes.append(f"{duplicates} lines received twice (a resend): counted once")
+    return verdict

@@ -84,6 +84,8 @@ class Sources:
     audit_log: str
     audit_key_file: str
     ca_dir: str | None = None
+    # HOST:PORT of the audit trail's syslog sink (keywarden_audit_syslog_server), where the log does not outlive the run
+    audit_syslog_server: str | None = None
 
 
 def sources_for(
@@ -600,7 +602,7 @@ def create_backup(
     recipients = read_recipients(recipients_file)
     read_store(sources)  # before anything is made (an audit key on first use, the backup directory)
     key = load_audit_key(sources)
-    auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key), env, who, host=host)
+    auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key, syslog_server=sources.audit_syslog_server), env, who, host=host)
     try:
         # the manifest is signed with the key the log is signed with: a key made here is settled (written, or the
         # one a concurrent first run wrote) before it signs anything
@@ -854,7 +856,7 @@ def restore(
     busy = _rotation_holder(sources.store_dir, env, vault_secrets)
     if busy is not None:
         raise BackupError(f"{busy}; nothing was restored: restore once that rotation has finished")
-    auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key), env, who, host=host)
+    auditor = _audit.Auditor(_audit.AuditLog(sources.audit_log, key, syslog_server=sources.audit_syslog_server), env, who, host=host)
     log_missing = _log_is_empty(sources.audit_log)
     try:
         auditor.log.check_writable()  # may leave an empty log: that still counts as missing below

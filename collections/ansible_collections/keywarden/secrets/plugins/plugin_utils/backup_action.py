@@ -30,6 +30,7 @@ class BackupAction(ControllerAction):
             audit_log=os.path.abspath(os.path.expanduser(str(log))),
             audit_key_file=os.path.abspath(os.path.expanduser(str(key_file))),
             ca_dir=os.path.abspath(os.path.expanduser(args["ca_dir"])) if args["ca_dir"] else None,
+            audit_syslog_server=conf["audit_syslog_server"] or None,
         )
 
     @staticmethod

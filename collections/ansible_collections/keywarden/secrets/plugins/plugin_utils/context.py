@@ -16,6 +16,7 @@ from ansible.plugins.loader import lookup_loader
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import ARGUMENT_SPECS
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, AuditLog, Auditor, actor, default_key_file, load_key
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.catalog import CatalogError, load_catalog
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.git_store import GitStore
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, get_field, resolve_stage, staged_version
 
 
@@ -40,7 +41,21 @@ def required_var(variables: dict[str, Any], templar: Any, name: str, override: A
 # variable, an environment variable and an ansible.cfg key. Actions resolve them through that plugin's
 # configuration, so a setting means the same thing, from the same sources, in every plugin.
 _SETTINGS_PLUGIN = "keywarden.secrets.secret"
-SETTINGS = ("environment", "store_dir", "catalog_path", "store_keep_versions", "store_lock_timeout", "audit_log", "audit_key_file", "audit_syslog")
+SETTINGS = (
+    "environment",
+    "store_dir",
+    "store_backend",
+    "store_git_remote",
+    "store_git_branch",
+    "store_git_pull",
+    "catalog_path",
+    "store_keep_versions",
+    "store_lock_timeout",
+    "audit_log",
+    "audit_key_file",
+    "audit_syslog",
+    "audit_syslog_server",
+)
 
 
 def project_root(variables: dict[str, Any]) -> str:
@@ -73,6 +88,8 @@ def settings(variables: dict[str, Any], templar: Any, loader: Any, direct: dict[
     out["catalog_path"] = os.path.expanduser(str(out["catalog_path"] or os.path.join(root, "config", "secrets", "catalog.yml")))
     out["audit_log"] = os.path.expanduser(str(out["audit_log"] or os.path.join(out["store_dir"], "audit.log")))
     out["audit_key_file"] = os.path.expanduser(str(out["audit_key_file"] or default_key_file(out["environment"])))
+    # an AWX job's checkout is on a temporary branch; the project's branch is an extra var of every job
+    out["store_git_branch"] = out["store_git_branch"] or variables.get("awx_project_scm_branch") or None
     return out
 
 
@@ -91,15 +108,18 @@ def store_for(
     conf = settings(variables, templar, loader, direct, plugin)
     vault = getattr(loader, "_vault", None)
     auditor = auditor_for(variables, conf)
-    return Store(
-        conf["store_dir"],
-        conf["environment"],
-        getattr(vault, "secrets", None),
-        keep=int(conf["store_keep_versions"]),
-        lock_timeout=float(conf["store_lock_timeout"]),
-        holder=holder,
-        audit=auditor,
-    )
+    common = {"keep": int(conf["store_keep_versions"]), "lock_timeout": float(conf["store_lock_timeout"]), "holder": holder, "audit": auditor}
+    if conf["store_backend"] == "git":
+        return GitStore(
+            conf["store_dir"],
+            conf["environment"],
+            getattr(vault, "secrets", None),
+            remote=str(conf["store_git_remote"] or "origin"),
+            branch=str(conf["store_git_branch"]) if conf["store_git_branch"] else None,
+            pull=bool(conf["store_git_pull"]),
+            **common,
+        )
+    return Store(conf["store_dir"], conf["environment"], getattr(vault, "secrets", None), **common)
 
 
 def auditor_for(variables: dict[str, Any], conf: dict[str, Any]) -> Auditor:
@@ -109,7 +129,8 @@ def auditor_for(variables: dict[str, Any], conf: dict[str, Any]) -> Auditor:
     except AuditError as exc:
         raise AnsibleError(f"{exc}: refusing to go on without an audit record (fail closed)") from None
     host = variables.get("inventory_hostname")
-    return Auditor(AuditLog(conf["audit_log"], key, syslog=bool(conf["audit_syslog"])), conf["environment"], actor(variables), host=str(host) if host else None)
+    log = AuditLog(conf["audit_log"], key, syslog=bool(conf["audit_syslog"]), syslog_server=conf.get("audit_syslog_server") or None)
+    return Auditor(log, conf["environment"], actor(variables), host=str(host) if host else None)
 
 
 def audited_reads(store: Store, data: dict[str, Any], fields: list[tuple[str, str]], stage: str, **detail: Any) -> list[str]:

@@ -213,6 +213,7 @@ class Store:
         A missing store whose ``versions/`` holds revisions is not made anew unless ``create`` (restore it instead).
         """
         with self.lock():
+            self._before_update()
             data = self.read(missing_ok=True)
             if not create and not self.exists() and self.versions():
                 raise StoreError(missing_store_message(self))
@@ -226,6 +227,10 @@ class Store:
                 entries = self.audit.write_entries(event, original, data, STAGES) or [self.audit.entry(event, change="updated")]
                 for entry in entries:
                     entry.setdefault("detail", {})["revision"] = revision
+                if isinstance(original.get(ANCHOR_KEY), dict):
+                    # where the previous write's records end, which may be another job's log (a durable backend):
+                    # the combined trail of many jobs links up through it (verify-log --trail)
+                    entries[0]["detail"]["after"] = {k: original[ANCHOR_KEY][k] for k in ("seq", "hash") if k in original[ANCHOR_KEY]}
                 try:
                     written = self.audit.record_many(entries)
                 except AuditError as exc:
@@ -242,6 +247,9 @@ class Store:
                 raise StoreError(
                     f"store {self.path} cannot be written ({exc.strerror or exc}): revision {revision} was not written, the store is unchanged; {_hint(exc)}"
                 ) from None
+
+    def _before_update(self) -> None:
+        """Called under the lock before an update reads the store: a durable backend brings the local copy up to date."""
 
     def _encrypt(self, data: dict[str, Any]) -> bytes:
         secret = pick_secret(self._vault_secrets, self.environment)

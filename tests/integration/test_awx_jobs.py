@@ -1,0 +1,214 @@
+"""Scheduled rotation under throwaway jobs (issue 11): the store's durable home is the project's git remote.
+
+A bare repository on this machine plays the remote; every job is a fresh clone in a new directory (awx_helpers.Job,
+made as AWX makes a job's project), deleted once the job is over. A rotation job is killed at each step boundary
+(right after it pushed `created`, after set/test before `distributing` was pushed, right after `distributing`,
+after the consumers got the value before `promoted` was pushed, right after `promoted`); the next job, in a new
+clone, resumes and finishes. Then the consumers log in with the new value and the remote's history shows each step.
+Contention: two jobs at once (one refused by the lock, nothing lost), and a stale clone refused with a message to
+pull. The audit lines of every job reach a real rsyslog over TCP, and the combined trail verifies end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from awx_helpers import ENV, REPO, STORE_REL, Rsyslog, Site, git, pg_entry, rsyslog_sink
+from rotation_helpers import Creds, catalog, login, read_env
+
+CASES = {
+    # case: (fault, where the remote's store stands once the job is dead)
+    "created": ("git-after-push:1", "pending created"),
+    "set-tested": ("git-before-push:2", "pending created"),
+    "distributing": ("git-after-push:2", "pending distributing"),
+    "distributed": ("git-before-push:3", "pending distributing"),
+    "promoted": ("git-after-push:3", "v2 current"),
+}
+SECRETS = {case: f"awx_{case.replace('-', '_')}" for case in CASES}
+CONTENDED = ("awx_contended_a", "awx_contended_b")
+TRAIL = "awx_trail"
+
+
+sink = pytest.fixture(scope="module")(rsyslog_sink)
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory: pytest.TempPathFactory, postgres: Any, sink: Rsyslog) -> Site:
+    """The project on its remote, its first store made and delivered by a first job (site.yml), that job gone."""
+    site = Site(tmp_path_factory.mktemp("awx-site"), catalog({name: pg_entry(name) for name in [*SECRETS.values(), *CONTENDED, TRAIL]}), postgres, sink)
+    job = site.job("provision")
+    result = job.run("site.yml", "keywarden site", keywarden_store_create=True)
+    assert result.returncode == 0, result.explain()
+    job.remove()
+    return site
+
+
+def _creds(entry: dict[str, Any], stage: str = "current") -> Creds | None:
+    staged = entry.get(stage)
+    return Creds(staged["fields"]["username"], staged["fields"]["password"]) if staged else None
+
+
+def _consumer(site: Site, name: str) -> Creds:
+    values = read_env(site.env_dir / f"{name}.env")
+    return Creds(values["DB_USER"], values["DB_PASSWORD"], values["DB_NAME"])
+
+
+def _settled(site: Site, name: str) -> dict[str, Any]:
+    """The end state of one secret: versions, who holds what (fingerprints), what logs in, the lock."""
+    data = site.store()
+    entry = data["secrets"][name]
+    current, previous = _creds(entry), _creds(entry, "previous")
+    assert current is not None
+    port = site.postgres.port
+    return {
+        "version": entry["current"]["version"],
+        "pending": entry.get("pending"),
+        "lock": bool(data.get("rotation_lock")),
+        "consumer_holds_current": _consumer(site, name).fingerprint == current.fingerprint,
+        "current_logs_in": login(port, current) == current.user,
+        "previous_logs_in": previous is not None and login(port, previous) == previous.user,
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_job_killed_at_a_step_boundary_is_finished_by_the_next_job_in_a_new_clone(provisioned: Site, case: str) -> None:
+    fault, left = CASES[case]
+    name = SECRETS[case]
+    site = provisioned.copy(f"site-{case}")
+    start = len(site.history())
+    first = site.job(f"{case}-killed")
+    killed = first.run("rotate.yml", "keywarden rotate", keywarden_rotate_only=name, crash=fault)
+    assert killed.returncode != 0 and "PLAY RECAP" not in killed.output, killed.explain()
+    first.remove()
+    entry = site.store()["secrets"][name]
+    where = f"v{entry['current']['version']} current" if not entry.get("pending") else f"pending {entry['pending']['step']}"
+    assert where == left
+    second = site.job(f"{case}-resumes")
+    resumed = second.run("rotate.yml", "keywarden rotate")
+    assert resumed.returncode == 0, resumed.explain()
+    second.remove()
+    assert _settled(site, name) == {
+        "version": 2,
+        "pending": None,
+        "lock": False,
+        "consumer_holds_current": True,
+        "current_logs_in": True,
+        "previous_logs_in": True,
+    }
+    steps = [subject.split(": ", 1)[1] for subject in site.history()[start:]]
+    marked_by = second.id if case in ("created", "set-tested") else first.id
+    assert [step for step in steps if name in step] == [
+        f"rotate.create ({name} pending created; rotation_lock set by AWX job {first.id})",
+        f"rotate.mark ({name} pending distributing; rotation_lock set by AWX job {marked_by})",
+        f"rotate.finish ({name} v2 current; rotation_lock cleared)",
+    ]
+
+
+def test_two_jobs_at_once_one_is_refused_by_the_lock_and_nothing_is_lost(provisioned: Site) -> None:
+    site = provisioned.copy("site-contention")
+    start = len(site.history())
+    jobs = {name: site.job(f"rotate-{name}") for name in CONTENDED}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(job.run, "rotate.yml", "keywarden rotate", keywarden_rotate_only=name) for name, job in jobs.items()}
+    runs = {name: future.result() for name, future in futures.items()}
+    winners = [name for name, run in runs.items() if run.returncode == 0]
+    assert len(winners) == 1, [run.explain() for run in runs.values()]
+    winner, loser = winners[0], next(name for name in CONTENDED if name not in winners)
+    refused = runs[loser]
+    # refused by the lock: either it saw the winner's lock, or its push of the lock lost the race to the winner's
+    assert refused.says("a rotation of environment 'production' is already running") or (
+        refused.says("another run wrote it at the same time") and refused.says("rotation_lock")
+    ), refused.explain()
+    # before touching any target: the loser's secret is as it was, everywhere
+    assert _settled(site, loser) == {**_settled(site, loser), "version": 1, "pending": None, "consumer_holds_current": True, "current_logs_in": True}
+    assert _settled(site, winner)["version"] == 2
+    assert len([s for s in site.history()[start:] if "rotate.create" in s]) == 1
+    # nothing lost: the refused job, run again later, rotates its secret; the winner's rotation stays
+    again = site.job("rotate-again").run("rotate.yml", "keywarden rotate", keywarden_rotate_only=loser)
+    assert again.returncode == 0, again.explain()
+    assert (_settled(site, loser)["version"], _settled(site, winner)["version"]) == (2, 2)
+    for job in jobs.values():
+        job.remove()
+
+
+def test_a_stale_clone_is_refused_with_a_message_to_pull(provisioned: Site) -> None:
+    site = provisioned.copy("site-stale")
+    laptop = site.job("laptop", laptop=True)
+    rotated = site.job("rotate").run("rotate.yml", "keywarden rotate", keywarden_rotate_only=CONTENDED[0])
+    assert rotated.returncode == 0, rotated.explain()
+    delivered = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in site.env_dir.iterdir()}
+    history = site.history()
+    for playbook in ("deploy.yml", "rotate.yml"):
+        refused = laptop.run(playbook, "by hand")
+        line = refused.error_line("is behind", "git pull")
+        assert refused.returncode != 0 and line is not None, refused.explain()
+        here, there = map(int, re.search(r"revision (\d+) here, (\d+) there", line).groups())  # type: ignore[union-attr]
+        assert there == here + 3
+    assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in site.env_dir.iterdir()} == delivered
+    assert site.history() == history
+    git(laptop.project, "pull", "--quiet")
+    again = laptop.run("deploy.yml", "by hand")
+    assert again.returncode == 0, again.explain()
+    laptop.remove()
+
+
+def test_the_audit_trail_of_three_jobs_verifies_end_to_end_from_the_sink(provisioned: Site, sink: Rsyslog) -> None:
+    site = provisioned.copy("site-trail")
+    ids = []
+    for number in range(3):
+        job = site.job(f"trail-{number}")
+        result = job.run("rotate.yml", "keywarden rotate", keywarden_rotate_only=TRAIL)
+        assert result.returncode == 0, result.explain()
+        assert not any(value in result.output for value in site.seen_values())
+        ids.append(str(job.id))
+        job.remove()
+    sink.settle()
+    checkout = site.root / "verify"
+    git(site.root, "clone", "--quiet", "--depth=1", site.remote_url, str(checkout))
+    verify = [sys.executable, str(REPO / "scripts" / "audit" / "verify-log"), "--trail", "--key-file", str(site.audit_key)]
+    store = ["--store", str(checkout / STORE_REL), "-e", ENV]
+    env = {"KEYWARDEN_VAULT_PASSWORD_DIR": str(site.password_dir), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    ok = subprocess.run([*verify, *store, str(sink.path)], capture_output=True, text=True, env=env, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "trail: OK" in ok.stdout and "holds the anchor" in ok.stdout and all(job_id in ok.stdout for job_id in ids), ok.stdout
+    assert not any(value in sink.path.read_text() for value in site.seen_values())
+    # one line of the second job gone from the sink: the trail says where
+    lines = sink.lines()
+    cut = next(i for i, line in enumerate(lines) if f'"awx_job_id":"{ids[1]}"' in line and '"seq":3,' in line)
+    tampered = site.root / "tampered.log"
+    tampered.write_text("\n".join(lines[:cut] + lines[cut + 1 :]) + "\n")
+    bad = subprocess.run([*verify, *store, str(tampered)], capture_output=True, text=True, env=env, check=False)
+    assert bad.returncode == 1 and "line 4 follows a line that is not in the trail" in bad.stderr, bad.stdout + bad.stderr
+    # the end cut off: the store's anchor is missing from the trail
+    short = site.root / "short.log"
+    last = max(i for i, line in enumerate(lines) if f'"awx_job_id":"{ids[2]}"' in line and '"event":"rotate.finish"' in line)
+    short.write_text("\n".join(lines[:last]) + "\n")
+    cut_off = subprocess.run([*verify, *store, str(short)], capture_output=True, text=True, env=env, check=False)
+    assert cut_off.returncode == 1 and "is not in the trail" in cut_off.stderr, cut_off.stdout + cut_off.stderr
+
+
+def test_git_holds_no_secret_value_in_any_form(provisioned: Site) -> None:
+    """Every value any revision ever held, raw, base64, hex, SHA-1/SHA-256, is in no git object of any remote;
+    only vault ciphertext is committed."""
+    bares = sorted(provisioned.root.parent.glob("site-*/remote.git")) + [provisioned.bare]
+    assert len(bares) >= 2
+    for bare in bares:
+        site = provisioned.copy(f"leakcheck-{bare.parent.name}")
+        values = site.seen_values()
+        assert len(values) >= len(SECRETS)
+        objects = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], cwd=bare, capture_output=True, check=True).stdout
+        for value in values:
+            raw = value.encode()
+            forms = (raw, base64.b64encode(raw), raw.hex().encode(), hashlib.sha256(raw).hexdigest().encode(), hashlib.sha1(raw).hexdigest().encode())  # noqa: S324
+            assert not any(form in objects for form in forms), f"a stored value is in the git objects of {bare}"
+        for path in git(bare, "ls-tree", "-r", "--name-only", "main").splitlines():
+            if path.startswith("inventories/") and "/store/" in path:
+                assert path == f"{STORE_REL}/secrets.vault"
