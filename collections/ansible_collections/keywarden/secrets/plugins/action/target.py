@@ -89,12 +89,13 @@ class _Reads:
             self._cache[(name, stage)] = {field: next(values) for field in fields}
 
     def __call__(self, name: str, stage: str) -> dict[str, str]:
+        """The fields at ``stage``; empty when the secret has no value there (no previous yet: the driver decides).
+        A secret the store does not hold at all raises the StoreError that names it."""
+        if name not in self._data["secrets"]:
+            audited_reads(self._store, self._data, [(name, "value")], stage, purpose=self._purpose)
         if (name, stage) not in self._cache:
             self.prefetch([name], stage)
-        if (name, stage) not in self._cache:
-            # nothing stored at that stage: audited_reads raises the StoreError naming the secret and stage
-            audited_reads(self._store, self._data, [(name, "password")], stage, purpose=self._purpose)
-        return self._cache[(name, stage)]
+        return self._cache.get((name, stage), {})
 
 
 class ActionModule(TargetAction):

@@ -28,5 +28,6 @@ def driver_for(kind: str) -> Driver | None:
                     raise
                 _CACHE[kind] = None
             else:
-                _CACHE[kind] = module.DRIVER
+                # a helper module of the package (drivers/base.py, stored_admin.py) defines no DRIVER: not a kind
+                _CACHE[kind] = getattr(module, "DRIVER", None)
     return _CACHE[kind]

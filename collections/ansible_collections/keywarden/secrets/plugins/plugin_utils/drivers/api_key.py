@@ -16,6 +16,7 @@ Only the key at the stage being handled is read (each read audited); the admin t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.api_key_providers import PROVIDERS, Change, Key, Probe, key_of, provider_of
@@ -30,7 +31,7 @@ class ApiKeyDriver(Driver):
     def logins(self, entry: dict[str, Any]) -> tuple[str, ...]:
         return ()
 
-    def new_fields(self, entry: dict[str, Any], current: dict[str, str]) -> dict[str, str]:
+    def new_fields(self, entry: dict[str, Any], current: dict[str, str], peers: Mapping[tuple[str, str], str] | None = None) -> dict[str, str]:
         """A fresh key and a fresh id, persisted as pending before any provider sees them."""
         policy = entry["policy"]
         return {"value": generate_value(policy["length"], CHARSETS[policy["charset"]]), "key_id": generate_key_id()}
