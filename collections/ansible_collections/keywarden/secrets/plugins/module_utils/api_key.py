@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from typing import Any
+
+from ansible.module_utils.urls import open_url
 
 # what a key must be to sit in an nginx map pattern unescaped (every keywarden charset is)
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -44,10 +44,10 @@ def http_status(
     if body is not None:
         data = json.dumps(body).encode()
         headers.setdefault("Content-Type", "application/json")
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - http(s) URLs from the catalog
-    context = ssl.create_default_context(cafile=ca_file or None) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
+        # Ansible's HTTP client (it verifies TLS; ca_path adds the catalog's CA)
+        response = open_url(url, data=data, headers=headers, method=method, timeout=timeout, ca_path=ca_file or None, http_agent="keywarden")
+        with response:
             response.read()
             return int(response.status)
     except urllib.error.HTTPError as exc:

@@ -96,7 +96,7 @@ class Redis:
         first one; the connection stays usable)."""
         try:
             self._sock.sendall(b"".join(_encode(tuple(args)) for args in commands))
-            replies = [self._reply() for _ in commands]
+            replies = [self._reply() for _command in commands]
         except (OSError, ssl.SSLError) as exc:
             raise RespConnectionError(f"the connection to Redis at {self.where} broke: {_why(exc)}") from None
         for reply in replies:
@@ -111,7 +111,7 @@ class Redis:
             if not chunk:
                 raise OSError("closed by the server")
             self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\r\n")
+        line, _sep, self._buf = self._buf.partition(b"\r\n")
         return line
 
     def _exact(self, size: int) -> bytes:
@@ -139,7 +139,7 @@ class Redis:
             count = int(rest)
             if count < 0:
                 return None
-            items = [self._reply() for _ in range(count)]
+            items = [self._reply() for _index in range(count)]
             # an error inside an array (EXEC of a transaction): raise it, in order
             for item in items:
                 if isinstance(item, RespError):

@@ -187,7 +187,8 @@ def controller_only(name: str) -> None:
 # A value a person got by hand (plugin_utils action record): the value is an argument of the task (no_log), never a
 # command-line word (playbooks/record.yml prompts for it, or reads it from a vars file).
 ARGUMENT_SPECS["record"] = {
-    "secret": {"type": "str", "required": True},
+    # the name of the secret to record (not its value)
+    "secret": {"type": "str", "required": True, "no_log": False},
     "value": {"type": "str", "required": True, "no_log": True},
     "key_id": {"type": "str", "no_log": False},
 }

@@ -315,7 +315,8 @@ def _write_bundle(directory, name, files, uid, gid):
         for file_name in sorted(files):
             _write(new, file_name, files[file_name], uid, gid)
         _fsync_dir(new)
-        link = tempfile.mktemp(dir=directory, prefix=f".{name}{BUNDLE_SEP}link-")  # noqa: S306 - symlink() fails if it exists
+        # a fresh name (symlink() fails rather than replace an existing one)
+        link = os.path.join(directory, f".{name}{BUNDLE_SEP}link-{os.getpid()}-{os.urandom(6).hex()}")
         os.symlink(os.path.basename(new), link)
         os.replace(link, os.path.join(directory, name))
     except BaseException:

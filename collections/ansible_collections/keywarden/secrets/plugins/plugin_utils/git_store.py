@@ -309,11 +309,9 @@ class GitStore(Store):
     @contextlib.contextmanager
     def update(self, event: str = "store", create: bool = False) -> Iterator[dict[str, Any]]:
         self._event = event
-        try:
-            with super().update(event, create) as data:
-                yield data
-        finally:
-            self._in_update = False
+        with contextlib.ExitStack() as stack:
+            stack.callback(setattr, self, "_in_update", False)
+            yield stack.enter_context(super().update(event, create))
 
     def _before_update(self) -> None:
         self._sync()
@@ -386,7 +384,8 @@ class GitStore(Store):
 
     def _publish(self, data: dict[str, Any]) -> None:
         """Commit the written store on the remote's tip and push; a lost race is re-applied or fails cleanly."""
-        assert self._tip is not None  # _sync ran under the lock
+        if self._tip is None:  # _sync runs under the lock before every update
+            raise StoreError(f"store {self.path}: no remote tip known; nothing was pushed")
         original = self._original or self.empty()
         raw = self._local_raw() or b""
         parent = self._tip

@@ -85,7 +85,7 @@ class _Backend:
 
 
 def _run(what: str, step: Any) -> Any:
-    *_, error = _crypto()
+    error = _crypto()[-1]
     try:
         with warnings.catch_warnings():
             # community.crypto's key type checks name DH classes that `cryptography` deprecates: not for the output
@@ -127,7 +127,7 @@ def _asn1(seconds: float) -> str:
 
 def _sign(request: str, params: dict[str, Any], provider: str, what: str) -> str:
     """A certificate for ``request``, as x509_certificate makes it with the ``selfsigned`` or ``ownca`` provider."""
-    certificate, certificate_ownca, certificate_selfsigned, *_ = _crypto()
+    certificate, certificate_ownca, certificate_selfsigned = _crypto()[:3]
 
     def make() -> str:
         spec = certificate.get_certificate_argument_spec()
