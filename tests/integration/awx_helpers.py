@@ -356,7 +356,7 @@ class Job:
             timer.cancel()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        return Run(self.site, args, proc.returncode, output, time.monotonic() - started, False)
+        return Run(args, proc.returncode, output, self.site.redact, time.monotonic() - started, False)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir)

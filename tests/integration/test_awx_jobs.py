@@ -104,12 +104,15 @@ def test_a_job_killed_at_a_step_boundary_is_finished_by_the_next_job_in_a_new_cl
         "previous_logs_in": True,
     }
     steps = [subject.split(": ", 1)[1] for subject in site.history()[start:]]
-    marked_by = second.id if case in ("created", "set-tested") else first.id
+    # the second job's plan takes the dead job's lock over (a commit of its own, naming no secret); a lease renewal is
+    # no change worth a line
     assert [step for step in steps if name in step] == [
         f"rotate.create ({name} pending created; rotation_lock set by AWX job {first.id})",
-        f"rotate.mark ({name} pending distributing; rotation_lock set by AWX job {marked_by})",
+        f"rotate.mark ({name} pending distributing)",
         f"rotate.finish ({name} v2 current; rotation_lock cleared)",
     ]
+    if case in ("created", "set-tested"):
+        assert f"rotate.create (rotation_lock set by AWX job {second.id})" in steps
 
 
 def test_two_jobs_at_once_one_is_refused_by_the_lock_and_nothing_is_lost(provisioned: Site) -> None:

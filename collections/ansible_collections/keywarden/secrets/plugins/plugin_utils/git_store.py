@@ -474,7 +474,9 @@ def describe_change(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             out.append(f"{name} updated")
     for key in sorted((set(before) | set(after)) - _VOLATILE - {"secrets"}):
         if before.get(key) != after.get(key):
-            holder = after.get(key) or {}
+            old_holder, holder = before.get(key) or {}, after.get(key) or {}
+            if isinstance(holder, dict) and isinstance(old_holder, dict) and holder and holder.get("run") == old_holder.get("run"):
+                continue  # the same run renewed its lease: not a change worth a line
             job = f" by AWX job {holder['awx_job_id']}" if isinstance(holder, dict) and holder.get("awx_job_id") else ""
             out.append(f"{key} {'set' + job if after.get(key) else 'cleared'}")
     return out
