@@ -1,5 +1,6 @@
 """After the rotation: both consumers moved to the standby login, their units run and log in to kw-db, and each
-runs with the store's new current password (not the previous one).
+runs with the store's new current password (not the previous one). The app logs in to Redis and publishes to
+RabbitMQ with the rotated logins; the outgoing RabbitMQ user still publishes; the RabbitMQ admin rotated itself.
 
 Values never reach an assertion: the checks run inside the containers and report names, user names (not secret),
 digests and exit codes only; the store's values are digested here as soon as they are read.
@@ -7,8 +8,11 @@ digests and exit codes only; the store's values are digested here as soon as the
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
+import pytest
+import testinfra
 from ansible.parsing.vault import VaultSecret
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store
@@ -51,11 +55,16 @@ DIGEST_PROC = (
 )
 
 
-def _store_digests():
-    """sha256 of app_db's current and previous password in the scenario's store (development)."""
+def _store_entry(name):
+    """The scenario store's (development) entry of one secret; the caller digests its values at once."""
     ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
     password = (ephemeral / "vault-pass" / "development").read_text().strip().encode()
-    entry = Store(str(ephemeral / "store"), "development", [("development", VaultSecret(password))]).read()["secrets"]["app_db"]
+    return Store(str(ephemeral / "store"), "development", [("development", VaultSecret(password))]).read()["secrets"][name]
+
+
+def _store_digests(name="app_db"):
+    """sha256 of a secret's current and previous password in the scenario's store."""
+    entry = _store_entry(name)
     return {stage: hashlib.sha256(entry[stage]["fields"]["password"].encode()).hexdigest() for stage in ("current", "previous")}
 
 
@@ -71,27 +80,77 @@ def test_consumer_runs_with_the_new_current_password(host):
     assert held.stdout.strip() == stored["current"], f"{unit} does not run with the store's current app_db password"
 
 
-def _store_redis_digests():
-    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-    password = (ephemeral / "vault-pass" / "development").read_text().strip().encode()
-    entry = Store(str(ephemeral / "store"), "development", [("development", VaultSecret(password))]).read()["secrets"]["app_redis"]
-    return {stage: hashlib.sha256(entry[stage]["fields"]["password"].encode()).hexdigest() for stage in ("current", "previous")}
-
-
+# sha256 of one variable of an .env file (argv: file, variable), and the plain value of a non-secret one
 DIGEST_ENV = (
     "import hashlib, sys\n"
     "env = dict(l.strip().split('=', 1) for l in open(sys.argv[1]) if '=' in l and not l.startswith('#'))\n"
-    "print(hashlib.sha256(env['REDIS_PASSWORD'].encode()).hexdigest())\n"
+    "print(hashlib.sha256(env[sys.argv[2]].encode()).hexdigest())\n"
 )
+READ_ENV = "import sys\nenv = dict(l.strip().split('=', 1) for l in open(sys.argv[1]) if '=' in l and not l.startswith('#'))\nprint(env[sys.argv[2]])\n"
 
 
-def test_redis_consumer_logs_in_with_the_rotated_password(host):
-    if _service(host) != "app":
-        return  # only the app consumes Redis
-    login = host.run("/usr/local/bin/keywarden-redis-login /srv/keywarden/redis.env")
+# Tests of one host take it from these fixtures (testinfra_hosts above parametrizes `host` over both consumers)
+@pytest.fixture(scope="module")
+def app():
+    return testinfra.get_host(f"ansible://kw-app?ansible_inventory={_INVENTORY}")
+
+
+@pytest.fixture(scope="module")
+def db():
+    return testinfra.get_host(f"ansible://kw-db?ansible_inventory={_INVENTORY}")
+
+
+def test_redis_consumer_logs_in_with_the_rotated_password(app):
+    # only the app consumes Redis
+    login = app.run("/usr/local/bin/keywarden-redis-login /srv/keywarden/redis.env")
     assert login.rc == 0, login.stderr
-    held = host.run("python3 -c %s %s", DIGEST_ENV, "/srv/keywarden/redis.env")
+    held = app.run("python3 -c %s %s REDIS_PASSWORD", DIGEST_ENV, "/srv/keywarden/redis.env")
     assert held.rc == 0, held.stderr
-    stored = _store_redis_digests()
+    stored = _store_digests("app_redis")
     assert stored["current"] != stored["previous"], "the rotation left the Redis password unchanged"
     assert held.stdout.strip() == stored["current"], "the app's redis.env does not hold the store's current app_redis password"
+
+
+def test_amqp_consumer_publishes_with_the_rotated_login(app):
+    # the first rotation of alternating_users gives the new password to orders_b; the app publishes with it
+    user = app.run("python3 -c %s %s AMQP_USER", READ_ENV, "/srv/keywarden/amqp.env")
+    assert (user.rc, user.stdout.strip()) == (0, "orders_b")
+    publish = app.run("/usr/local/bin/keywarden-amqp-publish /srv/keywarden/amqp.env")
+    assert publish.rc == 0, publish.stderr
+    held = app.run("python3 -c %s %s AMQP_PASSWORD", DIGEST_ENV, "/srv/keywarden/amqp.env")
+    assert held.rc == 0, held.stderr
+    stored = _store_digests("orders_broker")
+    assert stored["current"] != stored["previous"], "the rotation left the RabbitMQ password unchanged"
+    assert held.stdout.strip() == stored["current"], "the app's amqp.env does not hold the store's current orders_broker password"
+
+
+def test_outgoing_amqp_user_still_publishes():
+    # alternating users: the outgoing orders_a keeps its password until the next rotation, so a consumer that
+    # missed the distribution still works. Its login reaches the check on standard input, never on a command line.
+    previous = _store_entry("orders_broker")["previous"]["fields"]
+    assert previous["username"] == "orders_a"
+    fields = {"AMQP_USER": "orders_a", "AMQP_PASSWORD": previous["password"], "AMQP_VHOST": "orders"}
+    login = "".join(f"{key}={value}\n" for key, value in fields.items())
+    publish = subprocess.run(
+        ["docker", "exec", "-i", "kw-app", "/usr/local/bin/keywarden-amqp-publish", "-"],
+        input=login,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert publish.returncode == 0, publish.stderr
+
+
+def test_broker_admin_rotated_itself_and_guest_is_gone(db):
+    # broker_admin administers itself: its standby user got the new password, the node's default guest was removed
+    user = db.run("python3 -c %s %s RABBITMQ_ADMIN_USER", READ_ENV, "/srv/keywarden/rabbitmq-admin.env")
+    assert (user.rc, user.stdout.strip()) == (0, "keywarden_b")
+    held = db.run("python3 -c %s %s RABBITMQ_ADMIN_PASSWORD", DIGEST_ENV, "/srv/keywarden/rabbitmq-admin.env")
+    assert held.rc == 0, held.stderr
+    stored = _store_digests("broker_admin")
+    assert stored["current"] != stored["previous"], "the rotation left the RabbitMQ admin password unchanged"
+    assert held.stdout.strip() == stored["current"], "rabbitmq-admin.env does not hold the store's current broker_admin password"
+    users = db.check_output("rabbitmqctl list_users --quiet --no-table-headers").split("\n")
+    names = sorted(line.split("\t")[0] for line in users if line.strip())
+    assert names == ["keywarden_a", "keywarden_b", "orders_a", "orders_b"]
