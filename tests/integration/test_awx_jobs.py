@@ -35,6 +35,7 @@ CASES = {
 SECRETS = {case: f"awx_{case.replace('-', '_')}" for case in CASES}
 CONTENDED = ("awx_contended_a", "awx_contended_b")
 TRAIL = "awx_trail"
+RESTORED = "awx_restored"
 
 
 sink = pytest.fixture(scope="module")(rsyslog_sink)
@@ -43,7 +44,9 @@ sink = pytest.fixture(scope="module")(rsyslog_sink)
 @pytest.fixture(scope="module")
 def provisioned(tmp_path_factory: pytest.TempPathFactory, postgres: Any, sink: Rsyslog) -> Site:
     """The project on its remote, its first store made and delivered by a first job (site.yml), that job gone."""
-    site = Site(tmp_path_factory.mktemp("awx-site"), catalog({name: pg_entry(name) for name in [*SECRETS.values(), *CONTENDED, TRAIL]}), postgres, sink)
+    site = Site(
+        tmp_path_factory.mktemp("awx-site"), catalog({name: pg_entry(name) for name in [*SECRETS.values(), *CONTENDED, TRAIL, RESTORED]}), postgres, sink
+    )
     job = site.job("provision")
     result = job.run("site.yml", "keywarden site", keywarden_store_create=True)
     assert result.returncode == 0, result.explain()
@@ -161,6 +164,55 @@ def test_a_stale_clone_is_refused_with_a_message_to_pull(provisioned: Site) -> N
     again = laptop.run("deploy.yml", "by hand")
     assert again.returncode == 0, again.explain()
     laptop.remove()
+
+
+def _remote_store_sha(site: Site) -> str:
+    blob = subprocess.run(["git", "cat-file", "blob", f"main:{STORE_REL}/secrets.vault"], cwd=site.bare, capture_output=True, check=True).stdout
+    return hashlib.sha256(blob).hexdigest()
+
+
+def test_a_restore_is_a_commit_pushed_to_the_remote_and_a_stale_clone_cannot_restore(provisioned: Site) -> None:
+    site = provisioned.copy("site-restore")
+    offline = site.root / "offline"
+    offline.mkdir(mode=0o700)
+    identity = offline / "backup.key"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    recipients = site.root / "recipients.txt"
+    recipients.write_text(re.search(r"age1[0-9a-z]+", keygen.stderr + keygen.stdout).group(0) + "\n")  # type: ignore[union-attr]
+    backups = site.root / "backups"
+    backup = site.job("backup").run("backup.yml", "keywarden backup", keywarden_backup_recipients_file=str(recipients), keywarden_backup_dir=str(backups))
+    assert backup.returncode == 0, backup.explain()
+    archived = _remote_store_sha(site)
+    laptop = site.job("laptop", laptop=True)  # an operator's clone, stale once the rotation below is pushed
+    rotated = site.job("rotate").run("rotate.yml", "keywarden rotate", keywarden_rotate_only=RESTORED)
+    assert rotated.returncode == 0, rotated.explain()
+    assert site.store()["secrets"][RESTORED]["current"]["version"] == 2
+    rotated_sha, history = _remote_store_sha(site), site.history()
+    restore = {"keywarden_restore_archive": "latest", "keywarden_restore_identity_file": str(identity), "keywarden_restore_backup_dir": str(backups)}
+    # the stale clone is refused before anything is compared or written: its store is not the remote's
+    laptop_store = laptop.project / STORE_REL / "secrets.vault"
+    before = hashlib.sha256(laptop_store.read_bytes()).hexdigest()
+    refused = laptop.run("restore.yml", "by hand", "-e", "keywarden_restore_force=true", **restore)
+    assert refused.returncode != 0 and refused.error_line("is behind", "git pull") is not None, refused.explain()
+    assert (hashlib.sha256(laptop_store.read_bytes()).hexdigest(), _remote_store_sha(site), site.history()) == (before, rotated_sha, history)
+    # a job sees the remote's store (revision 3 newer than the archive's): an older archive needs force
+    older = site.job("restore-unforced").run("restore.yml", "keywarden restore", **restore)
+    assert older.returncode != 0 and older.error_line("older than the store in place", "force") is not None, older.explain()
+    assert (_remote_store_sha(site), site.history()) == (rotated_sha, history)
+    # forced: the archived store is a commit on the remote, the next job's checkout holds it
+    job = site.job("restore")
+    done = job.run("restore.yml", "keywarden restore", keywarden_restore_force=True, **restore)
+    assert done.returncode == 0 and done.says("git (file://"), done.explain()
+    assert _remote_store_sha(site) == archived
+    subject = site.history()[-1]
+    assert site.history()[:-1] == history and subject.startswith("keywarden store production r") and ": restore (from keywarden-production-" in subject, subject
+    assert site.store()["secrets"][RESTORED]["current"]["version"] == 1
+    assert hashlib.sha256((job.project / STORE_REL / "secrets.vault").read_bytes()).hexdigest() == archived
+    # the jobs after it work from the restored store
+    after = site.job("deploy-after").run("deploy.yml", "keywarden deploy")
+    assert after.returncode == 0, after.explain()
+    for each in (job, laptop):
+        each.remove()
 
 
 def test_the_audit_trail_of_three_jobs_verifies_end_to_end_from_the_sink(provisioned: Site, sink: Rsyslog) -> None:

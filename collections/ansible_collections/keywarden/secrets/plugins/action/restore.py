@@ -11,6 +11,7 @@ from ansible.errors import AnsibleError
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.backup import BackupError, fetch_latest, latest_backup, restore
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.backup_action import BackupAction
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.context import store_for
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import StoreError, pick_secret
 
 
@@ -34,6 +35,10 @@ class ActionModule(BackupAction):
                     if latest is None:
                         raise BackupError(f"no backup of '{env}' in {backup_dir}: set keywarden_restore_remote (the backup host) or give the archive's path")
                     archive = latest["archive"]
+            # the store's backend (the local file, or git: then the restore is a commit pushed to the remote)
+            holder = f"restore of {os.path.basename(archive)}"
+            store = store_for(task_vars, self._templar, self._loader, environment=env, store_dir=sources.store_dir, holder=holder, audited=False)
+            store.lock_timeout = float(args["lock_timeout"])
             done = restore(
                 os.path.abspath(os.path.expanduser(archive)),
                 os.path.abspath(os.path.expanduser(args["identity_file"])),
@@ -44,6 +49,7 @@ class ActionModule(BackupAction):
                 lock_timeout=float(args["lock_timeout"]),
                 host=task_vars.get("inventory_hostname"),
                 check_only=self._task.check_mode,
+                store=store,
             )
         except (BackupError, StoreError, AnsibleError) as exc:
             return {**result, "failed": True, "msg": str(exc)}
@@ -59,5 +65,8 @@ class ActionModule(BackupAction):
             "changed": done["store_changed"] or bool(done["restored"]),
             "failed": not done["audit_chain_ok"],
             **done,
-            "msg": f"restored {done['store']} (revision {done['store_revision']}) from {done['archive']}; audit chain: {done['audit_chain']}",
+            "msg": (
+                f"restored {done['store']} (revision {done['store_revision']}, {done['store_backend']}) from {done['archive']}; "
+                f"audit chain: {done['audit_chain']}"
+            ),
         }

@@ -814,10 +814,14 @@ def restore(
     lock_timeout: float = 30.0,
     host: str | None = None,
     check_only: bool = False,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Verify an archive, then restore it atomically; nothing on disk changes unless every check passed.
 
     ``check_only``: every check, then stop (what ``--check`` does): the archive is proven restorable.
+    ``store``: the environment's store object when its backend is durable (``GitStore``): under its lock the local
+    file is first brought up to date (or the clone refused), the checks then see the remote's store, and the
+    restored file is pushed as a commit before it is put in place locally (the push is the commit point).
     """
     from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError  # noqa: PLC0415
 
@@ -863,12 +867,31 @@ def restore(
     except _audit.AuditError as exc:
         raise BackupError(f"{exc}; nothing was restored") from None
     os.makedirs(sources.store_dir, mode=0o700, exist_ok=True)
-    store = Store(sources.store_dir, env, vault_secrets, lock_timeout=lock_timeout, holder=f"restore of {os.path.basename(archive)}")
+    if store is None:
+        store = Store(sources.store_dir, env, vault_secrets, lock_timeout=lock_timeout, holder=f"restore of {os.path.basename(archive)}")
+    durable = store.backend_text != "local"
+    raw = files[f"store/{STORE_FILE}"]
     try:
         with store.lock():
+            if durable:
+                store.refresh()  # the remote's store, or a refusal (a stale clone): the checks below see the latest
+                busy = _rotation_holder(sources.store_dir, env, vault_secrets)
+                if busy is not None:
+                    raise BackupError(f"{busy}; nothing was restored: restore once that rotation has finished")
             replaced_revision = _check_in_place(archive, sources, vault_secrets, archived_revision, force, seen)  # again: no writer can run now
-            same = os.path.exists(store_path) and _read(store_path) == files[f"store/{STORE_FILE}"]
-            replaced_dir = None if same else _swap_store(sources.store_dir, files)
+            same = os.path.exists(store_path) and _read(store_path) == raw
+            token = None if same else store.begin_replace(raw, archived_revision, f"from {os.path.basename(archive)}")
+            try:
+                replaced_dir = None if same else _swap_store(sources.store_dir, files)
+            except OSError as exc:
+                if token is None:
+                    raise
+                raise BackupError(
+                    f"store revision {archived_revision} from {archive} is on {store.backend_text}, but the local file could not be "
+                    f"replaced ({exc.strerror or exc}): free the space, then git pull (or run any playbook with keywarden_store_git_pull)"
+                ) from None
+            if token is not None:
+                store.end_replace(token, raw)
             restored = _restore_missing(sources, checked.manifest, files, log_missing)
             log_relation = _log_relation(sources.audit_log, files, AUDIT_LOG in restored)
             detail = {
@@ -879,6 +902,7 @@ def restore(
                 "replaced_revision": replaced_revision,
                 "replaced_kept_in": replaced_dir,
                 "store_changed": not same,
+                "store_backend": store.backend_text,
                 "forced": force,
                 "restored": sorted(restored),
                 "audit_log": log_relation,

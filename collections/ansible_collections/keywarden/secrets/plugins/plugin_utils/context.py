@@ -102,12 +102,16 @@ def store_for(
     holder: str = "",
     audit_options: dict[str, Any] | None = None,
     plugin: Any = None,
+    audited: bool = True,
 ) -> Store:
-    """The environment's store, its writes and reads audited. Explicit arguments win over the settings."""
+    """The environment's store, its writes and reads audited. Explicit arguments win over the settings.
+
+    ``audited=False``: no auditor (and no audit key loaded): for a caller that records its own events (a restore).
+    """
     direct = {"environment": environment, "store_dir": store_dir, **{f"audit_{k}": v for k, v in (audit_options or {}).items()}}
     conf = settings(variables, templar, loader, direct, plugin)
     vault = getattr(loader, "_vault", None)
-    auditor = auditor_for(variables, conf)
+    auditor = auditor_for(variables, conf) if audited else None
     common = {"keep": int(conf["store_keep_versions"]), "lock_timeout": float(conf["store_lock_timeout"]), "holder": holder, "audit": auditor}
     if conf["store_backend"] == "git":
         return GitStore(

@@ -17,6 +17,9 @@ Guarantees (on top of ``Store``'s):
   distributing, promoted, and the lease lock with them) are each pushed before the next step touches a target,
   and a job killed at any point leaves the remote at its last pushed step, which a later job in another clone
   resumes;
+- a restore (``begin_replace``/``end_replace``, plugin_utils/backup.restore) is the one write that replaces the
+  whole file: after ``refresh`` it is a commit of the archived store on the remote's tip, pushed before the local
+  file is replaced; it is never re-applied over another writer's push (that fails it, nothing changed);
 - only vault ciphertext is committed: the blob is the encrypted store file. Locks, temp files, rollback copies
   and the audit log stay out of git (nothing but the store's path is ever added). Commit messages carry names,
   steps and revisions, never a value;
@@ -329,6 +332,38 @@ class GitStore(Store):
                 f"no target was touched; the store is unchanged"
             ) from None
 
+    # ---- replacing the whole file (a restore) -------------------------------------------------------------
+    def refresh(self) -> None:
+        self._sync()
+
+    @property
+    def backend_text(self) -> str:
+        return f"git ({self.remote_text})"
+
+    def begin_replace(self, raw: bytes, revision: int, why: str) -> tuple[str, str]:
+        """Commit ``raw`` as the store on the remote's tip (``refresh`` fetched it) and push it, without force. Unlike
+        a write, a whole-file replacement is never re-applied: when another writer got there first, nothing changed."""
+        if self._tip is None:
+            raise StoreError(f"store {self.path}: no remote tip known (refresh first); nothing was pushed")
+        parent = self._tip
+        self._event = "restore"
+        subject = f"keywarden store {self.environment} r{revision}: restore ({why})"
+        commit = self._commit(raw, parent, subject + "\n\n" + "\n".join(self._trailers(revision)) + "\n")
+        with self._git_lock():
+            pushed, reason = self._push(commit)
+        if pushed:
+            return parent, commit
+        if reason == "rejected":
+            raise StoreError(f"store {self.path}: another run wrote it on {self.remote_text} while this restore ran; nothing was restored; run again")
+        raise StoreError(
+            f"store {self.path}: the push to {self.remote_text} failed ({reason}); nothing was restored; "
+            f"fix the push access (docs/security/secrets/awx.md) and run again"
+        )
+
+    def end_replace(self, token: Any, raw: bytes) -> None:
+        parent, commit = token
+        self._pushed(parent, commit, raw)
+
     # ---- commit and push ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, str]:
         try:
@@ -346,11 +381,14 @@ class GitStore(Store):
         if changes:
             shown = changes if len(changes) <= 6 else [*changes[:6], f"{len(changes) - 6} more"]
             subject += f" ({'; '.join(shown)})"
+        return subject + "\n\n" + "\n".join(self._trailers(after.get("revision"))) + "\n"
+
+    def _trailers(self, revision: Any) -> list[str]:
+        trailers = [f"Keywarden-Environment: {self.environment}", f"Keywarden-Revision: {revision}", f"Keywarden-Event: {self._event}"]
         job = os.environ.get("JOB_ID") or os.environ.get("AWX_JOB_ID")
-        trailers = [f"Keywarden-Environment: {self.environment}", f"Keywarden-Revision: {after.get('revision')}", f"Keywarden-Event: {self._event}"]
         if job:
             trailers.append(f"Keywarden-AWX-Job: {job}")
-        return subject + "\n\n" + "\n".join(trailers) + "\n"
+        return trailers
 
     def _commit(self, raw: bytes, parent: str, message: str) -> str:
         blob = self._out("hash-object", "-w", "--no-filters", "--stdin", what="storing the encrypted store in git", input_bytes=raw)

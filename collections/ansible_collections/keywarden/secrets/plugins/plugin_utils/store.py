@@ -251,6 +251,23 @@ class Store:
     def _before_update(self) -> None:
         """Called under the lock before an update reads the store: a durable backend brings the local copy up to date."""
 
+    # ---- replacing the whole file (a restore), under the lock ---------------------------------------------
+    def refresh(self) -> None:
+        """Bring the local store file up to date with a durable backend (or refuse, saying why); local: nothing."""
+
+    def begin_replace(self, raw: bytes, revision: int, why: str) -> Any:
+        """Before ``raw`` (a whole encrypted store) is put in place of the store: a durable backend makes it durable
+        first (its commit point; on failure nothing has changed) and returns what ``end_replace`` needs."""
+        return None
+
+    def end_replace(self, token: Any, raw: bytes) -> None:
+        """After ``raw`` was put in place: a durable backend records that the local file is the one it holds."""
+
+    @property
+    def backend_text(self) -> str:
+        """Where the store is durable, for messages and audit records."""
+        return "local"
+
     def _encrypt(self, data: dict[str, Any]) -> bytes:
         secret = pick_secret(self._vault_secrets, self.environment)
         plaintext = yaml.dump(data, Dumper=YAML_DUMPER, sort_keys=True, default_flow_style=False).encode()
