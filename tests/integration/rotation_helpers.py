@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,62 +249,7 @@ def target_outcome(ws: Any, result: Any) -> dict[str, Any]:
     return outcome
 
 
-# ---- load during a rotation ---------------------------------------------------------------------------------
-class LoadClient:
-    """``threads`` threads running ``operation()`` as fast as they can until the ``with`` block ends. An operation
-    re-reads the consumer's .env first (as a consumer restarted by the rotation would) and answers (label, ok): the
-    login it got, the status it was answered. Failures are kept with their time, so that a window can be measured;
-    an exception (reading the .env) is counted by type only."""
-
-    def __init__(self, threads: int) -> None:
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.successes: Counter[str] = Counter()
-        self.failure_labels: Counter[str] = Counter()
-        self.failures: list[float] = []
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
-
-    def operation(self) -> tuple[str, bool]:
-        raise NotImplementedError
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                label, ok = self.operation()
-            except Exception as exc:  # noqa: BLE001 - reading the .env failed: count it, name only the type
-                with self.lock:
-                    self.errors.append(type(exc).__name__)
-                time.sleep(0.01)
-                continue
-            with self.lock:
-                if ok:
-                    self.successes[label] += 1
-                else:
-                    self.failure_labels[label] += 1
-                    self.failures.append(time.monotonic())
-
-    @property
-    def total(self) -> int:
-        return sum(self.successes.values()) + len(self.failures)
-
-    @property
-    def failure_window(self) -> float:
-        return round(max(self.failures) - min(self.failures), 1) if self.failures else 0.0
-
-    def __enter__(self) -> LoadClient:
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        self.seconds = time.monotonic() - self.started
-
-
+# ---- crashes -------------------------------------------------------------------------------------------------
 def assert_crashed_as_meant(crash: Run, point: str | None, kill_on: str | None) -> None:
     """The crash happened where it was meant to: the run died before its recap."""
     if kill_on:
@@ -319,16 +260,3 @@ def assert_crashed_as_meant(crash: Run, point: str | None, kill_on: str | None) 
     else:
         assert crash.returncode == -9, f"{point} did not kill the run\n{crash.explain()}"
     assert not crash.recap(), f"the run went on after the crash\n{crash.explain()}"
-
-
-def record_load(line: str, result: dict[str, Any], name: str, capsys: Any, record_property: Callable[[str, Any], None]) -> None:
-    """A load run's summary line (printed past pytest's capture), its figures as test properties, and, with
-    KEYWARDEN_BENCH_RESULTS=<dir>, <dir>/<name>.json (bench/rotation_load/)."""
-    with capsys.disabled():
-        print(f"\n{line}")
-    for key, value in result.items():
-        record_property(key, value)
-    out = os.environ.get("KEYWARDEN_BENCH_RESULTS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,20 @@ def template(make_workspace: Callable[..., Any], postgres: Any) -> Any:
 def _copy_into(source: Path, dest: Path) -> None:
     """Copy a directory's contents into an existing directory (a mount point cannot be replaced), modes kept."""
     shutil.copytree(source, dest, dirs_exist_ok=True)
+
+
+@contextlib.contextmanager
+def _on_small_disks(make_workspace: Callable[..., Any], template: Any, postgres: Any, name: str) -> Iterator[tuple[Any, dict[str, Tmpfs]]]:
+    """A copy of the provisioned template (its store, audit log with head and key, delivered files and vault password)
+    whose store and audit directories are each a 512-byte tmpfs, by name ("store", "audit"): unmounted on the way out."""
+    ws = setup_workspace(make_workspace, name, yaml.safe_load(template.catalog.read_text()), postgres, ("db", "app"))
+    with contextlib.ExitStack() as mounts:
+        disks = {"store": mounts.enter_context(Tmpfs(ws.store_dir, 512)), "audit": mounts.enter_context(Tmpfs(ws.audit_dir, 512))}
+        for source, dest in ((template.store_dir, ws.store_dir), (template.audit_dir, ws.audit_dir), (template.env_dir, ws.env_dir)):
+            _copy_into(source, dest)
+        for path in template.password_dir.iterdir():
+            shutil.copy2(path, ws.password_dir / path.name)
+        yield ws, disks
 
 
 def _fill_on(ws: Any, secret: str, trigger: tuple[str, str | None], filesystems: list[Tmpfs]) -> tuple[threading.Thread, threading.Event]:
@@ -101,20 +115,12 @@ def test_a_disk_that_fills_during_a_rotation_breaks_nothing_and_the_next_run_con
 ) -> None:
     secret, prefix, fill, trigger = CASES[case]
     consumers = (("app", prefix),)
-    ws = setup_workspace(make_workspace, f"diskfull-{case}", yaml.safe_load(template.catalog.read_text()), postgres, ("db", "app"))
-    with contextlib.ExitStack() as mounts:
-        store_fs = mounts.enter_context(Tmpfs(ws.store_dir, 512))
-        audit_fs = mounts.enter_context(Tmpfs(ws.audit_dir, 512))
-        # the provisioned template: its store, audit log (with head and key) and delivered files
-        for source, dest in ((template.store_dir, ws.store_dir), (template.audit_dir, ws.audit_dir), (template.env_dir, ws.env_dir)):
-            _copy_into(source, dest)
-        for path in template.password_dir.iterdir():
-            shutil.copy2(path, ws.password_dir / path.name)
+    with _on_small_disks(make_workspace, template, postgres, f"diskfull-{case}") as (ws, disks):
         before = observe(ws, postgres.port, secret, consumers)
         key = audit.load_key(str(ws.audit_key), create=False)
         start = len(_records(ws))
 
-        full = [{"store": store_fs, "audit": audit_fs}[name] for name in fill]
+        full = [disks[name] for name in fill]
         watcher, filled = _fill_on(ws, secret, trigger, full)
         failed = rotate(ws, only=secret)
         watcher.join(5)
@@ -160,18 +166,10 @@ def test_a_disk_that_fills_during_a_rotation_breaks_nothing_and_the_next_run_con
 def test_a_full_disk_at_lock_time_leaves_no_lock_and_a_clear_error(make_workspace: Callable[..., Any], template: Any, postgres: Any, full: str) -> None:
     """Issue 10 item 9: the lock is a record taken by the same store write as the pending values (after their audit
     records): a disk full at that moment leaves the store as it was, no lock, and a one-line error saying what to do."""
-    ws = setup_workspace(make_workspace, f"diskfull-lock-{full}", yaml.safe_load(template.catalog.read_text()), postgres, ("db", "app"))
-    data = yaml.safe_load(ws.catalog.read_text())
-    with contextlib.ExitStack() as mounts:
-        store_fs = mounts.enter_context(Tmpfs(ws.store_dir, 512))
-        audit_fs = mounts.enter_context(Tmpfs(ws.audit_dir, 512))
-        for source, dest in ((template.store_dir, ws.store_dir), (template.audit_dir, ws.audit_dir), (template.env_dir, ws.env_dir)):
-            _copy_into(source, dest)
-        for path in template.password_dir.iterdir():
-            shutil.copy2(path, ws.password_dir / path.name)
-        name = next(iter(data["secrets"]))
+    with _on_small_disks(make_workspace, template, postgres, f"diskfull-lock-{full}") as (ws, disks):
+        name = next(iter(yaml.safe_load(ws.catalog.read_text())["secrets"]))
         store_bytes = (ws.store_dir / "secrets.vault").read_bytes()
-        fs = {"store": store_fs, "audit": audit_fs}[full]
+        fs = disks[full]
         fs.fill()
         failed = rotate(ws, only=name)
         assert failed.returncode != 0, failed.explain()

@@ -10,38 +10,24 @@ also written to <dir>/load-<strategy>.json.
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
-from rotation_helpers import LoadClient, catalog, clone, connects, env_creds, login, pg_secret, provisioned, record_load, rotate, store_creds
+from load_helpers import MIN_RATE, LoadClient, LoadResult, rotate_under_load
+from rotation_helpers import Run, catalog, clone, connects, env_creds, login, pg_secret, provisioned, store_creds
 
-MIN_RATE = 50.0  # logins/s the client must sustain for the result to mean anything
-THREADS = 6
 SECRETS = {"alternating_users": "load_alt", "single_user": "load_single"}
 PREFIX = {"alternating_users": "ALT", "single_user": "SINGLE"}
 ROLES = {"alternating_users": "ldalt", "single_user": "ldsingle"}
-
-
-@dataclass
-class LoadResult:
-    strategy: str
-    logins: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    rate: float = 0.0
-    failure_window_s: float = 0.0
-    users: dict[str, int] = field(default_factory=dict)
-    rotation_s: float = 0.0
 
 
 class Client(LoadClient):
     """THREADS threads logging in with the .env's credentials, re-read before each login."""
 
     def __init__(self, ws: Any, port: int, prefix: str) -> None:
-        super().__init__(THREADS)
+        super().__init__()
         self.ws, self.port, self.prefix = ws, port, prefix
 
     def read(self) -> Any:
@@ -61,12 +47,11 @@ def template(make_workspace: Callable[..., Any], postgres: Any) -> Any:
     return provisioned(make_workspace, "load-template", catalog(secrets), postgres)
 
 
-def _record(result: LoadResult, capsys: pytest.CaptureFixture[str], record_property: Callable[[str, Any], None]) -> None:
-    line = (
-        f"rotation load {result.strategy}: {result.logins} logins in {result.seconds:.1f}s ({result.rate:.0f}/s, {THREADS} threads), "
-        f"{result.failed} failed (window {result.failure_window_s:.1f}s), rotation {result.rotation_s:.1f}s, logins by user {result.users}"
-    )
-    record_load(line, {**asdict(result), "threads": THREADS}, f"load-{result.strategy}", capsys, record_property)
+def _record(client: LoadClient, run: Run, strategy: str, capsys: pytest.CaptureFixture[str], record_property: Callable[[str, Any], None]) -> LoadResult:
+    users = dict(sorted(client.successes.items()))
+    result = LoadResult.of(client, run, {"strategy": strategy}, "logins", {"users": users})
+    result.record(strategy, f"logins by user {users}", capsys, record_property)
+    return result
 
 
 @pytest.mark.parametrize("strategy", ["alternating_users", "single_user"])
@@ -80,25 +65,9 @@ def test_logins_during_a_rotation(
 ) -> None:
     ws = clone(workspace, template, "load", postgres)
     name, prefix = SECRETS[strategy], PREFIX[strategy]
-    with Client(ws, postgres.port, prefix) as client:
-        time.sleep(1)  # the client is up to speed before the rotation starts
-        run = rotate(ws, only=name)
-        time.sleep(1)  # and keeps going once it is over
-    assert run.returncode == 0, run.explain()
-    assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
-
-    total = client.total
-    result = LoadResult(
-        strategy=strategy,
-        logins=total,
-        failed=len(client.failures),
-        seconds=round(client.seconds, 1),
-        rate=round(total / client.seconds, 1),
-        failure_window_s=client.failure_window,
-        users=dict(sorted(client.successes.items())),
-        rotation_s=round(run.seconds, 1),
-    )
-    _record(result, capsys, record_property)
+    client = Client(ws, postgres.port, prefix)
+    run = rotate_under_load(client, ws, name)
+    result = _record(client, run, strategy, capsys, record_property)
 
     assert result.rate >= MIN_RATE, f"the client managed {result.rate}/s, below {MIN_RATE}/s: the run proves nothing"
     new = store_creds(ws, name)
@@ -137,13 +106,11 @@ class KindClient(Client):
 @pytest.fixture(scope="module")
 def kind_load(make_workspace: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Per kind: its own throwaway server, and a provisioned store holding an admin entry and the loaded secret."""
-    from kind_helpers import kind_workspace, rabbitmq_secret, redis_secret  # noqa: PLC0415
+    from kind_helpers import kind_server, kind_workspace, rabbitmq_secret, redis_secret  # noqa: PLC0415
     from rotation_helpers import run_playbook  # noqa: PLC0415
-    from support import start_rabbitmq, start_redis, stop_rabbitmq, stop_redis  # noqa: PLC0415
 
-    roots = {kind: tmp_path_factory.mktemp(f"load-{kind}") for kind in KIND_SECRET}
-    try:
-        servers = {"redis": start_redis(roots["redis"]), "rabbitmq": start_rabbitmq(roots["rabbitmq"])}
+    with contextlib.ExitStack() as running:
+        servers = {kind: running.enter_context(kind_server(kind, tmp_path_factory.mktemp(f"load-{kind}"))) for kind in KIND_SECRET}
         secrets = {
             "redis": {
                 "load_admin": redis_secret("kwload", acl="~* &* +@all", consumers=[("cache", "redis-admin", "ADMIN")]),
@@ -162,9 +129,6 @@ def kind_load(make_workspace: Callable[..., Any], tmp_path_factory: pytest.TempP
             assert site.returncode == 0, site.explain()
             templates[kind] = ws
         yield {"servers": servers, "templates": templates}
-    finally:
-        stop_redis(roots["redis"])
-        stop_rabbitmq(roots["rabbitmq"])
 
 
 @pytest.mark.parametrize("kind", list(KIND_SECRET))
@@ -175,25 +139,10 @@ def test_operations_during_a_rotation(
 
     ws, server, name = kind_load["templates"][kind], kind_load["servers"][kind], KIND_SECRET[kind]
     old = store_login(ws, name)
-    with KindClient(ws, kind, server) as client:
-        time.sleep(1)  # the client is up to speed before the rotation starts
-        run = rotate(ws, only=name)
-        time.sleep(1)  # and keeps going once it is over
-    assert run.returncode == 0, run.explain()
-    assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
-    total = sum(client.successes.values()) + len(client.failures)
+    client = KindClient(ws, kind, server)
+    run = rotate_under_load(client, ws, name)
     strategy = "dual_password" if kind == "redis" else "alternating_users"
-    result = LoadResult(
-        strategy=f"{kind}-{strategy}",
-        logins=total,
-        failed=len(client.failures),
-        seconds=round(client.seconds, 1),
-        rate=round(total / client.seconds, 1),
-        failure_window_s=round(max(client.failures) - min(client.failures), 1) if client.failures else 0.0,
-        users=dict(sorted(client.successes.items())),
-        rotation_s=round(run.seconds, 1),
-    )
-    _record(result, capsys, record_property)
+    result = _record(client, run, f"{kind}-{strategy}", capsys, record_property)
     assert result.rate >= MIN_RATE, f"the client managed {result.rate}/s, below {MIN_RATE}/s: the run proves nothing"
     new = store_login(ws, name)
     assert old is not None and new is not None and new.fingerprint != old.fingerprint

@@ -12,41 +12,24 @@ provider's overlap too. Each run prints one summary line; with KEYWARDEN_BENCH_R
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 from api_key_helpers import ADMIN, Issuer, Nginx, admin_entry, api_workspace, clone_api, digest, env_key, http_key, nginx_key, site, started, store_key
-from rotation_helpers import LoadClient, catalog, read_env, record_load, rotate
+from load_helpers import MIN_RATE, LoadClient, LoadResult, rotate_under_load
+from rotation_helpers import catalog, read_env
 
-MIN_RATE = 50.0  # requests/s the client must sustain for the result to mean anything
-THREADS = 6
 CASES = {"nginx-overlap": ("nginx", "ld_overlap"), "nginx-single_user": ("nginx", "ld_single"), "http-overlap": ("http", "ld_issuer")}
-
-
-@dataclass
-class LoadResult:
-    provider: str
-    strategy: str
-    requests: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    rate: float = 0.0
-    failure_window_s: float = 0.0
-    statuses: dict[str, int] = field(default_factory=dict)
-    keys_used: int = 0
-    rotation_s: float = 0.0
 
 
 class Client(LoadClient):
     """THREADS threads sending a GET with the .env's key, re-read before each request; a new connection each time."""
 
     def __init__(self, ws: Any, name: str, url: str) -> None:
-        super().__init__(THREADS)
+        super().__init__()
         self.ws, self.var, self.url = ws, f"{name.upper()}_KEY", url
         self.keys: set[str] = set()
 
@@ -81,15 +64,6 @@ def template(make_workspace: Callable[..., Any], providers: tuple[Nginx, Issuer]
     return ws
 
 
-def _record(result: LoadResult, capsys: pytest.CaptureFixture[str], record_property: Callable[[str, Any], None]) -> None:
-    line = (
-        f"rotation load api_key {result.provider} {result.strategy}: {result.requests} requests in {result.seconds:.1f}s "
-        f"({result.rate:.0f}/s, {THREADS} threads), {result.failed} failed (window {result.failure_window_s:.1f}s), "
-        f"rotation {result.rotation_s:.1f}s, {result.keys_used} keys used, statuses {result.statuses}"
-    )
-    record_load(line, {**asdict(result), "threads": THREADS}, f"load-api_key-{result.provider}-{result.strategy}", capsys, record_property)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_requests_during_a_rotation(
     workspace: Callable[..., Any],
@@ -104,28 +78,12 @@ def test_requests_during_a_rotation(
     ws = clone_api(workspace, template, "load", nginx)
     old = store_key(ws, name)
     url = nginx.url(name) if provider == "nginx" else f"{issuer.base_url}/whoami"
-    with Client(ws, name, url) as client:
-        time.sleep(1)  # the client is up to speed before the rotation starts
-        run = rotate(ws, only=name)
-        time.sleep(1)  # and keeps going once it is over
-    assert run.returncode == 0, run.explain()
-    assert not client.errors, f"reading the .env failed: {sorted(set(client.errors))}"
-
-    total = client.total
+    client = Client(ws, name, url)
+    run = rotate_under_load(client, ws, name)
     strategy = "single_user" if name == "ld_single" else "overlap"
-    result = LoadResult(
-        provider=provider,
-        strategy=strategy,
-        requests=total,
-        failed=len(client.failures),
-        seconds=round(client.seconds, 1),
-        rate=round(total / client.seconds, 1),
-        failure_window_s=client.failure_window,
-        statuses=dict(sorted((client.successes + client.failure_labels).items())),
-        keys_used=len(client.keys),
-        rotation_s=round(run.seconds, 1),
-    )
-    _record(result, capsys, record_property)
+    statuses = dict(sorted((client.successes + client.failure_labels).items()))
+    result = LoadResult.of(client, run, {"provider": provider, "strategy": strategy}, "requests", {"statuses": statuses, "keys_used": len(client.keys)})
+    result.record(f"api_key {provider} {strategy}", f"{len(client.keys)} keys used, statuses {statuses}", capsys, record_property)
 
     assert result.rate >= MIN_RATE, f"the client managed {result.rate}/s, below {MIN_RATE}/s: the run proves nothing"
     new = store_key(ws, name)
@@ -134,4 +92,4 @@ def test_requests_during_a_rotation(
     # the client moved from the old key to the new one while sending requests
     assert client.keys == {digest(old[1]), digest(new[1])}
     if strategy == "overlap":
-        assert result.failed == 0, f"{result.failed} requests failed during an overlap rotation: {result.statuses}"
+        assert result.failed == 0, f"{result.failed} requests failed during an overlap rotation: {statuses}"

@@ -9,17 +9,26 @@ application would connect.
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
-from kind_helpers import Login, amqp_publish, has_pending, holds, kind_workspace, rabbitmq_secret, retirement, store_login
-from rotation_helpers import catalog, rotate, run_playbook
-from support import start_rabbitmq, stop_rabbitmq
+from kind_helpers import (
+    Login,
+    amqp_publish,
+    current_login,
+    has_pending,
+    holds,
+    kind_clone,
+    kind_provisioned,
+    kind_server,
+    rabbitmq_api,
+    rabbitmq_secret,
+    retirement,
+    store_login,
+)
+from rotation_helpers import rotate, run_playbook
 
 ADMIN = "mq_admin"
 SECRETS = {
@@ -36,48 +45,27 @@ def consumers_hold(ws: Any, name: str, login: Login) -> bool:
     return holds(ws, CONSUMERS[name], login)
 
 
-def api(node: Any, login: Login, path: str) -> Any:
-    """GET on the management API as this login; the JSON (users carry password hashes: compare, never print)."""
-    request = urllib.request.Request(f"{node.api_url}/api{path}")  # noqa: S310 - a loopback http URL the test made
-    request.add_header("Authorization", "Basic " + base64.b64encode(f"{login.user}:{login.password}".encode()).decode())
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a loopback http URL the test made
-        return json.loads(response.read())
-
-
 def grants(node: Any, admin: Login, user: str) -> tuple[list[str], list[tuple[str, str, str, str]]]:
     """A user's tags and its permissions (vhost, configure, write, read)."""
-    info = api(node, admin, f"/users/{user}")
-    perms = api(node, admin, f"/users/{user}/permissions")
+    info = rabbitmq_api(node, admin, f"/users/{user}")
+    perms = rabbitmq_api(node, admin, f"/users/{user}/permissions")
     return sorted(info["tags"]), sorted((p["vhost"], p["configure"], p["write"], p["read"]) for p in perms)
 
 
 def admin(ws: Any) -> Login:
-    login = store_login(ws, ADMIN)
-    assert login is not None
-    return login
+    return current_login(ws, ADMIN)
 
 
 @pytest.fixture(scope="module")
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """This module's own node: fresh (guest), and its users end with this module's store."""
-    root = tmp_path_factory.mktemp("rabbitmq-node")
-    try:
-        yield start_rabbitmq(root)
-    finally:
-        stop_rabbitmq(root)
+    with kind_server("rabbitmq", tmp_path_factory.mktemp("rabbitmq-node")) as node:
+        yield node
 
 
 @pytest.fixture(scope="module")
 def provisioned(make_workspace: Callable[..., Any], rabbitmq: Any) -> tuple[Any, Any]:
-    ws = kind_workspace(make_workspace, "mq-site", "rabbitmq", catalog(SECRETS), rabbitmq)
-    ws.set_password("local")
-    first = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
-    if first.returncode == 0:
-        # the node's users as the template store left them (hashes, no value): each clone brings the node back to it
-        definitions = ws.root / "definitions.json"
-        definitions.touch(mode=0o600)
-        definitions.write_text(json.dumps(api(rabbitmq, admin(ws), "/definitions")))
-    return ws, first
+    return kind_provisioned(make_workspace, "mq-site", "rabbitmq", SECRETS, rabbitmq, ADMIN)
 
 
 def test_provisioning_creates_every_user_through_guest_then_removes_guest(provisioned: tuple[Any, Any], rabbitmq: Any) -> None:
@@ -89,7 +77,7 @@ def test_provisioning_creates_every_user_through_guest_then_removes_guest(provis
         assert amqp_publish(rabbitmq, login, VHOST[name]), f"{name}: the store's value is refused"
         assert amqp_publish(rabbitmq, login, VHOST[name], tls=True), f"{name}: the store's value is refused over TLS"
     assert not amqp_publish(rabbitmq, Login("guest", "guest"), "/"), "the default guest account is still there"
-    users = {user["name"] for user in api(rabbitmq, admin(ws), "/users")}
+    users = {user["name"] for user in rabbitmq_api(rabbitmq, admin(ws), "/users")}
     assert "guest" not in users and {"kwadmin_a", "orders_a", "audit"} <= users
     assert grants(rabbitmq, admin(ws), "orders_a") == (["management"], [("orders", ".*", ".*", ".*")])
 
@@ -105,12 +93,7 @@ def test_provisioning_again_changes_nothing(provisioned: tuple[Any, Any]) -> Non
 @pytest.fixture
 def clone(workspace: Callable[..., Any], provisioned: tuple[Any, Any], rabbitmq: Any) -> Any:
     """A copy of the provisioned store; the node is brought back to it (a rotation of another test moved it on)."""
-    template, first = provisioned
-    assert first.returncode == 0, first.explain()
-    ws = kind_workspace(workspace, "mq-rotate", "rabbitmq", yaml.safe_load(template.catalog.read_text()), rabbitmq)
-    ws.clone_store(template, env_dir=True)
-    rabbitmq.ctl("import_definitions", str(template.root / "definitions.json"))
-    return ws
+    return kind_clone(workspace, "mq-rotate", "rabbitmq", provisioned, rabbitmq)
 
 
 @pytest.mark.parametrize("name", ["orders_mq", ADMIN])
@@ -181,12 +164,12 @@ def test_a_missing_virtual_host_fails_that_secret_alone(clone: Any, rabbitmq: An
 def test_check_mode_changes_nothing(clone: Any, rabbitmq: Any) -> None:
     ws = clone
     before = ws.snapshot()
-    users = api(rabbitmq, admin(ws), "/users")
+    users = rabbitmq_api(rabbitmq, admin(ws), "/users")
     run = rotate(ws, "--check", only="orders_mq")
     assert run.returncode == 0, run.explain()
     assert run.says("would rotate orders_mq (rabbitmq, alternating_users)"), run.explain()
     assert ws.snapshot() == before
-    assert api(rabbitmq, admin(ws), "/users") == users
+    assert rabbitmq_api(rabbitmq, admin(ws), "/users") == users
 
 
 def test_test_logins_use_tls_where_the_node_offers_it(clone: Any) -> None:

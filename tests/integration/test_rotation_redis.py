@@ -9,7 +9,6 @@ server's TLS port (client certificates), as an application would connect.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,13 @@ import pytest
 import yaml
 from kind_helpers import (
     Login,
+    current_login,
     env_login,
     has_pending,
     holds,
-    kind_workspace,
+    kind_clone,
+    kind_provisioned,
+    kind_server,
     redis_accepts,
     redis_open,
     redis_secret,
@@ -31,7 +33,6 @@ from kind_helpers import (
     versions,
 )
 from rotation_helpers import catalog, rotate, run_playbook
-from support import start_redis, stop_redis
 
 ADMIN = "kw_admin"
 SECRETS = {
@@ -54,29 +55,19 @@ def consumers_hold(ws: Any, name: str, login: Login) -> bool:
 
 
 def admin(ws: Any) -> Login:
-    login = store_login(ws, ADMIN)
-    assert login is not None
-    return login
+    return current_login(ws, ADMIN)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """This module's own Redis (its ACL changes, it restarts): fresh, `default` open."""
-    root = tmp_path_factory.mktemp("redis-server")
-    try:
-        yield start_redis(root)
-    finally:
-        stop_redis(root)
+    with kind_server("redis", tmp_path_factory.mktemp("redis-server")) as redis:
+        yield redis
 
 
 @pytest.fixture(scope="module")
 def provisioned(make_workspace: Callable[..., Any], server: Any) -> tuple[Any, Any]:
-    ws = kind_workspace(make_workspace, "redis-site", "redis", catalog(SECRETS), server)
-    ws.set_password("local")
-    first = run_playbook(ws, "playbooks/site.yml", "-e", "keywarden_store_create=true")
-    # the server's users as the template store left them (digests only): each clone starts the server from here
-    shutil.copy2(server.dir / "users.acl", ws.root / "users.acl.template")
-    return ws, first
+    return kind_provisioned(make_workspace, "redis-site", "redis", SECRETS, server, ADMIN)
 
 
 def test_provisioning_creates_the_admin_and_every_user_through_the_open_default_user(provisioned: tuple[Any, Any], server: Any) -> None:
@@ -118,13 +109,8 @@ def test_the_acl_survives_a_restart(provisioned: tuple[Any, Any], server: Any) -
 
 @pytest.fixture
 def clone(workspace: Callable[..., Any], provisioned: tuple[Any, Any], server: Any) -> Any:
-    template, first = provisioned
-    assert first.returncode == 0, first.explain()
-    ws = kind_workspace(workspace, "redis-rotate", "redis", yaml.safe_load(template.catalog.read_text()), server)
-    ws.clone_store(template, env_dir=True)
-    shutil.copy2(template.root / "users.acl.template", server.dir / "users.acl")
-    server.restart()
-    return ws
+    """A copy of the provisioned store; the server's ACL is brought back to it and the server restarted."""
+    return kind_clone(workspace, "redis-rotate", "redis", provisioned, server)
 
 
 @pytest.mark.parametrize("name", ["cache_app", "cache_default", ADMIN])
@@ -239,10 +225,8 @@ def test_requirepass_is_taken_over_and_the_users_go_into_redis_conf(workspace: C
     secret_file = tmp_path / "requirepass-value"
     secret_file.touch(mode=0o600)
     secret_file.write_text(onboarded.password)
-    root = tmp_path / "server"
-    server = start_redis(root, "--config-rewrite", "--requirepass-file", str(secret_file))
-    secret_file.unlink()
-    try:
+    with kind_server("redis", tmp_path / "server", "--config-rewrite", "--requirepass-file", str(secret_file)) as server:
+        secret_file.unlink()
         (ws.inventory / "group_vars" / "all" / "redis.yml").write_text(server.vars_file.read_text())
         conf = server.dir / "redis.conf"
         assert _directive(conf, "requirepass") and redis_accepts(server, onboarded)
@@ -256,8 +240,6 @@ def test_requirepass_is_taken_over_and_the_users_go_into_redis_conf(workspace: C
         assert new is not None and consumers_hold_env(ws, "legacy", "DEFAULT", new)
         server.restart()
         assert redis_accepts(server, new) and not redis_accepts(server, onboarded) and not redis_open(server)
-    finally:
-        stop_redis(root)
 
 
 def consumers_hold_env(ws: Any, service: str, prefix: str, login: Login) -> bool:
