@@ -100,28 +100,30 @@ def db():
     return testinfra.get_host(f"ansible://kw-db?ansible_inventory={_INVENTORY}")
 
 
+def _holds_the_new_current(host, env_file, user_variable, password_variable, name):
+    """The .env file names this login and holds the store's current password of ``name``, which the rotation changed;
+    returns the login name (not secret)."""
+    user = host.run("python3 -c %s %s %s", READ_ENV, env_file, user_variable)
+    held = host.run("python3 -c %s %s %s", DIGEST_ENV, env_file, password_variable)
+    assert (user.rc, held.rc) == (0, 0), user.stderr + held.stderr
+    stored = _store_digests(name)
+    assert stored["current"] != stored["previous"], f"the rotation left {name}'s password unchanged"
+    assert held.stdout.strip() == stored["current"], f"{env_file} does not hold the store's current {name} password"
+    return user.stdout.strip()
+
+
 def test_redis_consumer_logs_in_with_the_rotated_password(app):
-    # only the app consumes Redis
+    # only the app consumes Redis; dual passwords on the one user `default`
     login = app.run("/usr/local/bin/keywarden-redis-login /srv/keywarden/redis.env")
     assert login.rc == 0, login.stderr
-    held = app.run("python3 -c %s %s REDIS_PASSWORD", DIGEST_ENV, "/srv/keywarden/redis.env")
-    assert held.rc == 0, held.stderr
-    stored = _store_digests("app_redis")
-    assert stored["current"] != stored["previous"], "the rotation left the Redis password unchanged"
-    assert held.stdout.strip() == stored["current"], "the app's redis.env does not hold the store's current app_redis password"
+    assert _holds_the_new_current(app, "/srv/keywarden/redis.env", "REDIS_USER", "REDIS_PASSWORD", "app_redis") == "default"
 
 
 def test_amqp_consumer_publishes_with_the_rotated_login(app):
     # the first rotation of alternating_users gives the new password to orders_b; the app publishes with it
-    user = app.run("python3 -c %s %s AMQP_USER", READ_ENV, "/srv/keywarden/amqp.env")
-    assert (user.rc, user.stdout.strip()) == (0, "orders_b")
+    assert _holds_the_new_current(app, "/srv/keywarden/amqp.env", "AMQP_USER", "AMQP_PASSWORD", "orders_broker") == "orders_b"
     publish = app.run("/usr/local/bin/keywarden-amqp-publish /srv/keywarden/amqp.env")
     assert publish.rc == 0, publish.stderr
-    held = app.run("python3 -c %s %s AMQP_PASSWORD", DIGEST_ENV, "/srv/keywarden/amqp.env")
-    assert held.rc == 0, held.stderr
-    stored = _store_digests("orders_broker")
-    assert stored["current"] != stored["previous"], "the rotation left the RabbitMQ password unchanged"
-    assert held.stdout.strip() == stored["current"], "the app's amqp.env does not hold the store's current orders_broker password"
 
 
 def test_outgoing_amqp_user_still_publishes():
@@ -144,13 +146,8 @@ def test_outgoing_amqp_user_still_publishes():
 
 def test_broker_admin_rotated_itself_and_guest_is_gone(db):
     # broker_admin administers itself: its standby user got the new password, the node's default guest was removed
-    user = db.run("python3 -c %s %s RABBITMQ_ADMIN_USER", READ_ENV, "/srv/keywarden/rabbitmq-admin.env")
-    assert (user.rc, user.stdout.strip()) == (0, "keywarden_b")
-    held = db.run("python3 -c %s %s RABBITMQ_ADMIN_PASSWORD", DIGEST_ENV, "/srv/keywarden/rabbitmq-admin.env")
-    assert held.rc == 0, held.stderr
-    stored = _store_digests("broker_admin")
-    assert stored["current"] != stored["previous"], "the rotation left the RabbitMQ admin password unchanged"
-    assert held.stdout.strip() == stored["current"], "rabbitmq-admin.env does not hold the store's current broker_admin password"
+    env_file = "/srv/keywarden/rabbitmq-admin.env"
+    assert _holds_the_new_current(db, env_file, "RABBITMQ_ADMIN_USER", "RABBITMQ_ADMIN_PASSWORD", "broker_admin") == "keywarden_b"
     users = db.check_output("rabbitmqctl list_users --quiet --no-table-headers").split("\n")
     names = sorted(line.split("\t")[0] for line in users if line.strip())
     assert names == ["keywarden_a", "keywarden_b", "orders_a", "orders_b"]
