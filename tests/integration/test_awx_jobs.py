@@ -215,6 +215,54 @@ def test_a_restore_is_a_commit_pushed_to_the_remote_and_a_stale_clone_cannot_res
         each.remove()
 
 
+def _script(job: Any, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of scripts/secrets in an operator's clone, with the clone's environment (the git backend on, no pull)."""
+    script = job.project / "scripts" / "secrets" / name
+    return subprocess.run([sys.executable, str(script), *args], cwd=job.project, env=job.environ(), capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_scripts_write_through_the_git_backend(provisioned: Site) -> None:
+    """migrate and restore without Ansible: KEYWARDEN_STORE_BACKEND=git makes their store writes commits pushed to
+    the remote, and a stale clone is refused, as with the playbooks."""
+    site = provisioned.copy("site-scripts")
+    offline = site.root / "offline"
+    offline.mkdir(mode=0o700)
+    identity = offline / "backup.key"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    recipients = site.root / "recipients.txt"
+    recipients.write_text(re.search(r"age1[0-9a-z]+", keygen.stderr + keygen.stdout).group(0) + "\n")  # type: ignore[union-attr]
+    backups = site.root / "backups"
+    backup = site.job("backup").run("backup.yml", "keywarden backup", keywarden_backup_recipients_file=str(recipients), keywarden_backup_dir=str(backups))
+    assert backup.returncode == 0, backup.explain()
+    archived = _remote_store_sha(site)
+    stale, laptop = site.job("stale", laptop=True), site.job("laptop", laptop=True)
+    # a hardcoded credential in the operator's clone, moved into the store by migrate
+    value = hashlib.sha256(site.root.name.encode() + b"legacy").hexdigest()[:28]
+    legacy = laptop.project / "legacy" / ".env"
+    legacy.parent.mkdir()
+    legacy.write_text(f"LEGACY_DB_PASSWORD={value}\nLOG_LEVEL=info\n")
+    history = site.history()
+    migrated = _script(laptop, "migrate", "-e", ENV, "--group", "app", "--service", "legacy", "--apply", str(legacy))
+    assert migrated.returncode == 0, site.redact(migrated.stderr)
+    assert value not in legacy.read_text() and value not in migrated.stdout + migrated.stderr
+    assert site.history()[:-1] == history and site.history()[-1].endswith(": migrate (legacy_db_password created; migration_backups set)"), site.history()[-1]
+    entry = site.store()["secrets"]["legacy_db_password"]
+    assert hashlib.sha256(entry["current"]["fields"]["value"].encode()).digest() == hashlib.sha256(value.encode()).digest()
+    # the clone made before the migration is stale: refused, nothing changed
+    history, before = site.history(), _remote_store_sha(site)
+    refused = _script(stale, "restore", "-e", ENV, "--identity", str(identity), "--latest", "--backup-dir", str(backups), "--force")
+    assert refused.returncode == 2 and "is behind" in refused.stderr and "git pull" in refused.stderr, refused.stderr
+    assert (_remote_store_sha(site), site.history()) == (before, history)
+    # the current clone restores the backup (older than the migration: forced); the remote holds the archived store
+    restored = _script(laptop, "restore", "-e", ENV, "--identity", str(identity), "--latest", "--backup-dir", str(backups), "--force")
+    assert restored.returncode == 0, restored.stderr
+    assert _remote_store_sha(site) == archived
+    assert site.history()[:-1] == history and ": restore (from keywarden-production-" in site.history()[-1], site.history()[-1]
+    assert "legacy_db_password" not in site.store()["secrets"]
+    for job in (stale, laptop):
+        job.remove()
+
+
 def test_the_audit_trail_of_three_jobs_verifies_end_to_end_from_the_sink(provisioned: Site, sink: Rsyslog) -> None:
     site = provisioned.copy("site-trail")
     ids = []

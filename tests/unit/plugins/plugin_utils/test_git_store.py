@@ -16,7 +16,7 @@ import pytest
 from ansible.parsing.vault import VaultSecret
 
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditLog, Auditor, actor, check, load_key, read_records
-from ansible_collections.keywarden.secrets.plugins.plugin_utils.git_store import GitStore, merge_changes
+from ansible_collections.keywarden.secrets.plugins.plugin_utils.git_store import GitStore, merge_changes, open_store
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import Store, StoreError, new_entry
 
 ENV = "production"
@@ -256,3 +256,27 @@ def test_merge_keeps_each_side_and_names_conflicts() -> None:
     assert (merged["secrets"], merged["rotation_lock"]) == ({"a": {"v": 2}, "b": {"v": 1}, "c": {"v": 1}}, {"run": "me"})
     theirs_lock = {**theirs, "rotation_lock": {"run": "other"}}
     assert merge_changes(base, ours, theirs_lock) == (None, ["rotation_lock"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "kind"),
+    [({}, "Store"), ({"KEYWARDEN_STORE_BACKEND": "local"}, "Store"), ({"KEYWARDEN_STORE_BACKEND": "Git", "KEYWARDEN_STORE_GIT_PULL": "yes"}, "GitStore")],
+)
+def test_scripts_open_the_store_of_the_backend_the_environment_names(tmp_path: Path, environ: dict[str, str], kind: str) -> None:
+    store = open_store(str(tmp_path), "production", None, environ=environ, holder="a script")
+    assert (type(store).__name__, store.holder) == (kind, "a script")
+    if kind == "GitStore":
+        assert (store.remote, store.branch, store.pull) == ("origin", None, True)
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"KEYWARDEN_STORE_BACKEND": "s3"}, "KEYWARDEN_STORE_BACKEND is 's3': use local or git"),
+        ({"KEYWARDEN_STORE_BACKEND": "git", "KEYWARDEN_STORE_GIT_PULL": "maybe"}, "KEYWARDEN_STORE_GIT_PULL is 'maybe': use true or false"),
+    ],
+)
+def test_scripts_refuse_a_backend_setting_they_do_not_know(tmp_path: Path, environ: dict[str, str], says: str) -> None:
+    with pytest.raises(StoreError) as error:
+        open_store(str(tmp_path), "production", None, environ=environ)
+    assert str(error.value) == says

@@ -43,6 +43,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.audit import AuditError, anchor
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.files import LockedError, exclusive_lock
 from ansible_collections.keywarden.secrets.plugins.plugin_utils.store import ANCHOR_KEY, STORE_FILE, Store, StoreError
@@ -489,6 +491,24 @@ class GitStore(Store):
         if record and self.audit is not None:
             with contextlib.suppress(AuditError):
                 self.audit.record(self._event, outcome="error", revision=data.get("revision"), change="not written", reason=reason)
+
+
+def open_store(store_dir: str, environment: str, vault_secrets: Any, environ: dict[str, str] | None = None, **kwargs: Any) -> Store:
+    """The store as the scripts (no Ansible) open it: the backend and its git settings from the environment variables
+    of the settings doc fragment (``KEYWARDEN_STORE_BACKEND`` local or git, ``KEYWARDEN_STORE_GIT_REMOTE``,
+    ``_BRANCH``, ``_PULL``), as a playbook run in the same environment would; scripts do not read ansible.cfg."""
+    env = os.environ if environ is None else environ
+    backend = (env.get("KEYWARDEN_STORE_BACKEND") or "local").strip().lower()
+    if backend == "local":
+        return Store(store_dir, environment, vault_secrets, **kwargs)
+    if backend != "git":
+        raise StoreError(f"KEYWARDEN_STORE_BACKEND is {backend!r}: use local or git")
+    try:
+        pull = boolean(env.get("KEYWARDEN_STORE_GIT_PULL") or False, strict=True)
+    except TypeError:
+        raise StoreError(f"KEYWARDEN_STORE_GIT_PULL is {env.get('KEYWARDEN_STORE_GIT_PULL')!r}: use true or false") from None
+    remote, branch = env.get("KEYWARDEN_STORE_GIT_REMOTE") or "origin", env.get("KEYWARDEN_STORE_GIT_BRANCH") or None
+    return GitStore(store_dir, environment, vault_secrets, remote=remote, branch=branch, pull=pull, **kwargs)
 
 
 def describe_change(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
