@@ -171,8 +171,8 @@ def _remote_store_sha(site: Site) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def test_a_restore_is_a_commit_pushed_to_the_remote_and_a_stale_clone_cannot_restore(provisioned: Site) -> None:
-    site = provisioned.copy("site-restore")
+def _backed_up(site: Site) -> tuple[Path, Path]:
+    """A backup job's archive of the remote's store: (the offline age identity, the backup directory)."""
     offline = site.root / "offline"
     offline.mkdir(mode=0o700)
     identity = offline / "backup.key"
@@ -182,6 +182,12 @@ def test_a_restore_is_a_commit_pushed_to_the_remote_and_a_stale_clone_cannot_res
     backups = site.root / "backups"
     backup = site.job("backup").run("backup.yml", "keywarden backup", keywarden_backup_recipients_file=str(recipients), keywarden_backup_dir=str(backups))
     assert backup.returncode == 0, backup.explain()
+    return identity, backups
+
+
+def test_a_restore_is_a_commit_pushed_to_the_remote_and_a_stale_clone_cannot_restore(provisioned: Site) -> None:
+    site = provisioned.copy("site-restore")
+    identity, backups = _backed_up(site)
     archived = _remote_store_sha(site)
     laptop = site.job("laptop", laptop=True)  # an operator's clone, stale once the rotation below is pushed
     rotated = site.job("rotate").run("rotate.yml", "keywarden rotate", keywarden_rotate_only=RESTORED)
@@ -225,15 +231,7 @@ def test_the_scripts_write_through_the_git_backend(provisioned: Site) -> None:
     """migrate and restore without Ansible: KEYWARDEN_STORE_BACKEND=git makes their store writes commits pushed to
     the remote, and a stale clone is refused, as with the playbooks."""
     site = provisioned.copy("site-scripts")
-    offline = site.root / "offline"
-    offline.mkdir(mode=0o700)
-    identity = offline / "backup.key"
-    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
-    recipients = site.root / "recipients.txt"
-    recipients.write_text(re.search(r"age1[0-9a-z]+", keygen.stderr + keygen.stdout).group(0) + "\n")  # type: ignore[union-attr]
-    backups = site.root / "backups"
-    backup = site.job("backup").run("backup.yml", "keywarden backup", keywarden_backup_recipients_file=str(recipients), keywarden_backup_dir=str(backups))
-    assert backup.returncode == 0, backup.explain()
+    identity, backups = _backed_up(site)
     archived = _remote_store_sha(site)
     stale, laptop = site.job("stale", laptop=True), site.job("laptop", laptop=True)
     # a hardcoded credential in the operator's clone, moved into the store by migrate
