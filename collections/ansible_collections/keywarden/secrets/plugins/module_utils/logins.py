@@ -12,19 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# no_log on the password only: Ansible masks every string of a no_log value in the output, and the names,
-# users and databases must stay readable in messages.
-LOGIN_OPTIONS: dict[str, dict[str, Any]] = {
-    "name": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-    "group": {"type": "str"},
-    "database": {"type": "str"},
-}
+from ansible_collections.keywarden.secrets.plugins.module_utils.specs import logins_option
 
 
 def argument_spec(options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"logins": {"type": "list", "elements": "dict", "required": True, "options": LOGIN_OPTIONS}, **options}
+    """The databases' logins: the common fields plus the group role (PostgreSQL) and the database."""
+    return {"logins": logins_option(group={"type": "str"}, database={"type": "str"}), **options}
 
 
 def reason(exc: BaseException) -> str:

@@ -66,6 +66,21 @@ ARGUMENT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# no_log on the password only: Ansible masks every string of a no_log value in the output, and the names,
+# users and databases must stay readable in messages.
+LOGIN_CORE: dict[str, dict[str, Any]] = {
+    "name": {"type": "str", "required": True},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+}
+
+
+def logins_option(**extra: dict[str, Any]) -> dict[str, Any]:
+    """The `logins` option of a <kind>_logins module: a list of a secret's name, a user and its password, plus the
+    kind's own fields."""
+    return {"type": "list", "elements": "dict", "required": True, "options": {**LOGIN_CORE, **extra}}
+
+
 # Options of the <engine>_logins modules besides `logins` (module_utils/logins.py); the rotation drivers
 # (plugin_utils/drivers) fill them from the target host's keywarden_target_<kind>_* variables.
 _LOGINS_COMMON: dict[str, dict[str, Any]] = {
@@ -94,49 +109,28 @@ MARIADB_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
 # The redis_logins and rabbitmq_logins modules: the admin login comes from the store (the catalog entry named by
 # target.admin, or the entry itself), read by the driver and passed here; their `logins` differ from the databases'.
 REDIS_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
-    "logins": {
-        "type": "list",
-        "elements": "dict",
-        "required": True,
-        "options": {
-            "name": {"type": "str", "required": True},
-            "user": {"type": "str", "required": True},
-            "password": {"type": "str", "required": True, "no_log": True},
-            "acl": {"type": "str"},
-            "exclusive": {"type": "bool", "default": False},
-        },
-    },
+    **_LOGINS_COMMON,
+    "logins": logins_option(acl={"type": "str"}, exclusive={"type": "bool", "default": False}),
     "state": {"type": "str", "default": "present", "choices": ["present", "tested", "revoked"]},
     "login_user": {"type": "str", "default": "default"},
     "login_password": {"type": "str", "no_log": True},
     "login_host": {"type": "str", "default": "127.0.0.1"},
     "login_port": {"type": "int", "default": 6379},
-    "login_unix_socket": {"type": "str"},
     "tls": {"type": "str", "default": "prefer", "choices": ["disable", "prefer", "require"]},
     "tls_port": {"type": "int", "default": 0},
     "tls_ca_file": {"type": "path"},
     "tls_cert_file": {"type": "path"},
     "tls_key_file": {"type": "path"},
-    "test_host": {"type": "str", "default": "127.0.0.1"},
-    "connect_timeout": {"type": "int", "default": 10},
 }
 RABBITMQ_LOGINS_OPTIONS: dict[str, dict[str, Any]] = {
-    "logins": {
-        "type": "list",
-        "elements": "dict",
-        "required": True,
-        "options": {
-            "name": {"type": "str", "required": True},
-            "user": {"type": "str", "required": True},
-            "password": {"type": "str", "required": True, "no_log": True},
-            "vhost": {"type": "str", "default": "/"},
-            "tags": {"type": "list", "elements": "str", "default": []},
-            "configure": {"type": "str", "default": ".*"},
-            "write": {"type": "str", "default": ".*"},
-            "read": {"type": "str", "default": ".*"},
-            "sibling": {"type": "str"},
-        },
-    },
+    "logins": logins_option(
+        vhost={"type": "str", "default": "/"},
+        tags={"type": "list", "elements": "str", "default": []},
+        configure={"type": "str", "default": ".*"},
+        write={"type": "str", "default": ".*"},
+        read={"type": "str", "default": ".*"},
+        sibling={"type": "str"},
+    ),
     "state": {"type": "str", "default": "present", "choices": ["present", "tested"]},
     "login_user": {"type": "str", "required": True},
     "login_password": {"type": "str", "required": True, "no_log": True},

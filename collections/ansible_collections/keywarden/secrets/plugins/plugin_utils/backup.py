@@ -869,11 +869,10 @@ def restore(
     os.makedirs(sources.store_dir, mode=0o700, exist_ok=True)
     if store is None:
         store = Store(sources.store_dir, env, vault_secrets, lock_timeout=lock_timeout, holder=f"restore of {os.path.basename(archive)}")
-    durable = store.backend_text != "local"
     raw = files[f"store/{STORE_FILE}"]
     try:
         with store.lock():
-            if durable:
+            if store.durable:
                 store.refresh()  # the remote's store, or a refusal (a stale clone): the checks below see the latest
                 busy = _rotation_holder(sources.store_dir, env, vault_secrets)
                 if busy is not None:

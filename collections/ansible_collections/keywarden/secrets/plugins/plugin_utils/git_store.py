@@ -73,6 +73,8 @@ def _last_line(text: str) -> str:
 class GitStore(Store):
     """A store whose durable copy is a file in a git repository's branch on a remote."""
 
+    durable = True
+
     def __init__(
         self, store_dir: str, environment: str, vault_secrets: Any, remote: str = "origin", branch: str | None = None, pull: bool = False, **kwargs: Any
     ) -> None:

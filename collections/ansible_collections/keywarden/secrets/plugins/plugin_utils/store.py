@@ -107,6 +107,9 @@ def missing_store_message(store: Store) -> str:
 class Store:
     """One environment's store file. Read with ``read()``; change inside ``with store.update() as data:``."""
 
+    # whether the durable copy is elsewhere (a git remote): whole-file writes then go through refresh/begin_replace
+    durable = False
+
     def __init__(
         self,
         store_dir: str,
