@@ -12,6 +12,9 @@ writer dies: ansible-playbook then stops the run, "A worker was found in a dead 
 Git store backend: ``git-before-push`` and ``git-after-push`` kill the whole run (ansible-playbook and the writer)
 right before, or right after a successful, n-th ``git push`` of the run: a job killed between a store write and the
 next step (pushes are counted in ``<counter>.push``).
+``keyfile-replaced`` kills the whole run (ansible-playbook, and the worker with the module) right
+after the n-th rename of a temp file ``.keywarden.*`` over an nginx key file ``*.map``: written, not yet reloaded
+(renames are counted in ``<counter>.keyfile``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,18 @@ if _SPEC:
     def _is_tmp(path: object) -> bool:
         return os.path.basename(os.fsdecode(path)).startswith(_TMP)  # type: ignore[arg-type]
 
+    def _kill_run() -> None:
+        # a module runs in its worker's session (the worker calls setsid): kill ansible-playbook, the worker's
+        # parent, then the worker's process group (the worker, its shell, this module)
+        worker = os.getpgid(0)
+        with open(f"/proc/{worker}/stat", encoding="ascii") as stat:
+            playbook = int(stat.read().rsplit(")", 1)[1].split()[1])
+        os.kill(playbook, signal.SIGKILL)
+        os.killpg(worker, signal.SIGKILL)
+
+    def _is_keyfile(src: object, dst: object) -> bool:
+        return os.path.basename(os.fsdecode(src)).startswith(".keywarden.") and os.fsdecode(dst).endswith(".map")  # type: ignore[arg-type]
+
     def _open_hook(path, flags, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
         fd = _open(path, flags, mode, dir_fd=dir_fd)
         if _is_tmp(path) and flags & os.O_CREAT:
@@ -76,6 +91,8 @@ if _SPEC:
             result = original(src, dst, *args, **kwargs)
             if hit and _point in ("store-after-rename", "run-after-write"):
                 _die(_point == "run-after-write")
+            if _point == "keyfile-replaced" and _is_keyfile(src, dst) and _count(_counter + ".keyfile") == _wanted:
+                _kill_run()
             return result
 
         return rename

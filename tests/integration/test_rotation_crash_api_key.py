@@ -19,11 +19,7 @@ asked could answer (the store had the key first: the rerun finds it, reuses it).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +41,7 @@ class Case:
     crash: str | None = None  # tests/faults point:n
     kill_on: str | None = None  # SIGKILL the process group when a line of output holds this
     before: str | None = None  # pending step to leave in the store first (an earlier run that died)
-    hook: str | None = None  # key-file (nginx: killed between the write and the reload) or issuer-create
+    hook: str | None = None  # issuer-create: the issuer kills the run that asked it for a key
     version: int = 2  # 1: the crash came before the pending key was persisted
 
 
@@ -61,9 +57,10 @@ _KINDS: dict[str, Case] = {
 }
 CASES: dict[str, Case] = {
     **{f"{provider}:{key}": dataclasses.replace(case, provider=provider) for provider in ("nginx", "http") for key, case in _KINDS.items()},
-    "nginx:kill@key-file-written": Case("nginx", hook="key-file"),
+    "nginx:kill@key-file-written": Case("nginx", crash="keyfile-replaced:1"),
     "http:kill@issuer-created": Case("http", hook="issuer-create"),
 }
+_KEY_FILE = "kill@key-file-written"
 SECRETS = {case_id: f"{case.provider[0]}crash{index:02d}" for index, (case_id, case) in enumerate(CASES.items())}
 NGINX_NAMES = [name for case_id, name in SECRETS.items() if CASES[case_id].provider == "nginx"]
 
@@ -92,32 +89,6 @@ class Outcome:
     current_id: str
 
 
-class _KeyFileWatch:
-    """SIGKILLs a run's process group the moment a key file is replaced (before the module's nginx -t and reload)."""
-
-    def __init__(self, path: Any) -> None:
-        self.path = path
-        self.fired = threading.Event()
-        self.stop = threading.Event()
-        self.pgid: int | None = None
-        self.inode = path.stat().st_ino
-
-    def arm(self, pgid: int) -> None:
-        self.pgid = pgid
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(OSError):
-                if self.path.stat().st_ino != self.inode:
-                    assert self.pgid is not None
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.pgid, signal.SIGKILL)
-                    self.fired.set()
-                    return
-            self.stop.wait(0.001)
-
-
 def _accepted(provider: str, nginx: Nginx, issuer: Issuer, name: str, key: str) -> bool:
     if provider == "nginx":
         return status(nginx.url(name), key) == 200
@@ -137,19 +108,10 @@ def _run_case(make_workspace: Callable[..., Any], template: Any, nginx: Nginx, i
             rotation.mark(data, [name], rotation.DISTRIBUTING)
     old = store_key(ws, name)
     assert old is not None
-    on_start: Callable[[int], None] | None = None
-    watch = None
-    if case.hook == "key-file":
-        watch = _KeyFileWatch(nginx.keys_dir / f"{name}.map")
-        on_start = watch.arm
-    elif case.hook == "issuer-create":
-        on_start = issuer.kill_run_on_create()
+    on_start = issuer.kill_run_on_create() if case.hook == "issuer-create" else None
     crash = rotate(ws, only=name, crash=case.crash, kill_on=case.kill_on, on_start=on_start)
     fired = False
-    if watch is not None:
-        watch.stop.set()
-        fired = watch.fired.is_set()
-    elif case.hook == "issuer-create":
+    if case.hook == "issuer-create":
         fired, issuer.on_create = issuer.on_create is None, None  # the hook disarms itself when it fires
     try:
         opens = bool(stored(ws, name))
@@ -157,7 +119,7 @@ def _run_case(make_workspace: Callable[..., Any], template: Any, nginx: Nginx, i
     except StoreError:
         opens, pending, current = False, None, None
     held = env_key(ws, name)
-    loaded = _accepted("nginx", nginx, issuer, name, pending[1]) if case.hook == "key-file" and pending else None
+    loaded = _accepted("nginx", nginx, issuer, name, pending[1]) if _KEY_FILE in case_id and pending else None
     accepted_after_crash = _accepted(case.provider, nginx, issuer, name, held)
     rerun = rotate(ws)
     end = store_key(ws, name)
@@ -230,7 +192,7 @@ def test_crash_then_rerun_converges(outcomes: dict[str, Future[Outcome]], case_i
     assert out.store_opens_after_crash, "the crash left a store that does not open"
     # zero downtime holds through a crash: the consumer's key still works
     assert out.consumer_accepted_after_crash, "right after the crash the provider refused the consumer's key"
-    if case.hook == "key-file":
+    if _KEY_FILE in case_id:
         # killed between the write and the reload: nginx never loaded the pending key; the rerun must reload it
         assert out.pending_loaded_at_crash is False, "the kill came after the reload: this case proved nothing"
 
