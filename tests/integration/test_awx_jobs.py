@@ -227,13 +227,24 @@ def _script(job: Any, name: str, *args: str) -> subprocess.CompletedProcess[str]
     return subprocess.run([sys.executable, str(script), *args], cwd=job.project, env=job.environ(), capture_output=True, text=True, timeout=300, check=False)
 
 
+def _backend_in_ansible_cfg(job: Any) -> None:
+    """The operator's clone names the git backend in its ansible.cfg instead of the environment (its scripts then run
+    with no KEYWARDEN_STORE_* variable: the ansible.cfg that ANSIBLE_CONFIG names is what makes them push)."""
+    cfg = job.project / "ansible.cfg"
+    cfg.write_text(cfg.read_text() + "\n[keywarden]\nstore_backend = git\n")
+    environ = job.environ
+    job.environ = lambda: {key: value for key, value in environ().items() if not key.startswith("KEYWARDEN_STORE_")}
+
+
 def test_the_scripts_write_through_the_git_backend(provisioned: Site) -> None:
-    """migrate and restore without Ansible: KEYWARDEN_STORE_BACKEND=git makes their store writes commits pushed to
-    the remote, and a stale clone is refused, as with the playbooks."""
+    """migrate and restore without Ansible: the git backend (KEYWARDEN_STORE_BACKEND=git in one clone, store_backend
+    in the other's ansible.cfg) makes their store writes commits pushed to the remote, and a stale clone is refused,
+    as with the playbooks."""
     site = provisioned.copy("site-scripts")
     identity, backups = _backed_up(site)
     archived = _remote_store_sha(site)
     stale, laptop = site.job("stale", laptop=True), site.job("laptop", laptop=True)
+    _backend_in_ansible_cfg(laptop)
     # a hardcoded credential in the operator's clone, moved into the store by migrate
     value = hashlib.sha256(site.root.name.encode() + b"legacy").hexdigest()[:28]
     legacy = laptop.project / "legacy" / ".env"

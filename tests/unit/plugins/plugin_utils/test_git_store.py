@@ -280,3 +280,40 @@ def test_scripts_refuse_a_backend_setting_they_do_not_know(tmp_path: Path, envir
     with pytest.raises(StoreError) as error:
         open_store(str(tmp_path), "production", None, environ=environ)
     assert str(error.value) == says
+
+
+def _ansible_cfg(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "ansible.cfg"
+    path.write_text(text)
+    return str(path)
+
+
+def test_scripts_read_the_backend_from_ansible_cfg_and_the_environment_wins(tmp_path: Path) -> None:
+    settings = "store_backend = git\nstore_git_remote = upstream\nstore_git_branch = ops\nstore_git_pull = true\n"
+    cfg = _ansible_cfg(tmp_path, "[defaults]\ninventory = x\n[keywarden]\n" + settings)
+    store = open_store(str(tmp_path), "production", None, environ={"ANSIBLE_CONFIG": cfg})
+    assert isinstance(store, GitStore) and (store.remote, store.branch, store.pull) == ("upstream", "ops", True)
+    environ = {"ANSIBLE_CONFIG": cfg, "KEYWARDEN_STORE_GIT_PULL": "no", "KEYWARDEN_STORE_GIT_REMOTE": "origin"}
+    store = open_store(str(tmp_path), "production", None, environ=environ)
+    assert isinstance(store, GitStore) and (store.remote, store.branch, store.pull) == ("origin", "ops", False)
+    store = open_store(str(tmp_path), "production", None, environ={"ANSIBLE_CONFIG": cfg, "KEYWARDEN_STORE_BACKEND": "local"})
+    assert type(store).__name__ == "Store"
+
+
+def test_scripts_find_ansible_cfg_as_ansible_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ansible_cfg(tmp_path, "[keywarden]\nstore_backend = git\n")
+    monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
+    monkeypatch.delenv("KEYWARDEN_STORE_BACKEND", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(open_store(str(tmp_path), "production", None), GitStore)
+
+
+def test_scripts_name_the_ansible_cfg_line_they_refuse(tmp_path: Path) -> None:
+    cfg = _ansible_cfg(tmp_path, "[keywarden]\nstore_backend = git\nstore_git_pull = sometimes\n")
+    with pytest.raises(StoreError) as error:
+        open_store(str(tmp_path), "production", None, environ={"ANSIBLE_CONFIG": cfg})
+    assert str(error.value) == f"store_git_pull in [keywarden] of {cfg} is 'sometimes': use true or false"
+    broken = _ansible_cfg(tmp_path, "keywarden without a section\n")
+    with pytest.raises(StoreError) as error:
+        open_store(str(tmp_path), "production", None, environ={"ANSIBLE_CONFIG": broken})
+    assert str(error.value) == f"cannot read {broken} (MissingSectionHeaderError): fix the file or set ANSIBLE_CONFIG"

@@ -495,22 +495,60 @@ class GitStore(Store):
                 self.audit.record(self._event, outcome="error", revision=data.get("revision"), change="not written", reason=reason)
 
 
-def open_store(store_dir: str, environment: str, vault_secrets: Any, environ: dict[str, str] | None = None, **kwargs: Any) -> Store:
-    """The store as the scripts (no Ansible) open it: the backend and its git settings from the environment variables
-    of the settings doc fragment (``KEYWARDEN_STORE_BACKEND`` local or git, ``KEYWARDEN_STORE_GIT_REMOTE``,
-    ``_BRANCH``, ``_PULL``), as a playbook run in the same environment would; scripts do not read ansible.cfg."""
+_SCRIPT_SETTINGS = ("store_backend", "store_git_remote", "store_git_branch", "store_git_pull")
+
+
+def script_settings(environ: dict[str, str] | None = None, config_file: str | None = None) -> dict[str, tuple[str, str]]:
+    """The store settings a script (no Ansible run) uses, as a playbook resolves them without inventory variables:
+    the environment variable (``KEYWARDEN_STORE_BACKEND``, ``_GIT_REMOTE``, ``_GIT_BRANCH``, ``_GIT_PULL``) over the
+    key of section ``[keywarden]`` in the ansible.cfg Ansible would read (``ANSIBLE_CONFIG``, ``./ansible.cfg``,
+    ``~/.ansible.cfg``, ``/etc/ansible/ansible.cfg``). ``{option: (value, where it was set)}``, set options only."""
     env = os.environ if environ is None else environ
-    backend = (env.get("KEYWARDEN_STORE_BACKEND") or "local").strip().lower()
-    if backend == "local":
+    if config_file is None:
+        from ansible.config.manager import find_ini_config_file  # noqa: PLC0415 - scripts only
+
+        config_file = env.get("ANSIBLE_CONFIG") if environ is not None else find_ini_config_file()
+    ini: dict[str, str] = {}
+    if config_file and os.path.isfile(config_file):
+        import configparser  # noqa: PLC0415 - scripts only
+
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(config_file, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise StoreError(f"cannot read {config_file} ({type(exc).__name__}): fix the file or set ANSIBLE_CONFIG") from None
+        if parser.has_section("keywarden"):
+            ini = {key: value.strip() for key, value in parser.items("keywarden") if key in _SCRIPT_SETTINGS and value.strip()}
+    found = {}
+    for option in _SCRIPT_SETTINGS:
+        variable = "KEYWARDEN_" + option.upper()
+        if env.get(variable):
+            found[option] = (env[variable].strip(), variable)
+        elif option in ini:
+            found[option] = (ini[option], f"{option} in [keywarden] of {config_file}")
+    return found
+
+
+def open_store(
+    store_dir: str, environment: str, vault_secrets: Any, environ: dict[str, str] | None = None, config_file: str | None = None, **kwargs: Any
+) -> Store:
+    """The store as the scripts (no Ansible) open it: the backend and its git settings from ``script_settings``
+    (environment variables over ansible.cfg's ``[keywarden]``), as a playbook run with the same environment and
+    ansible.cfg would, inventory variables aside."""
+    settings = script_settings(environ, config_file)
+    backend, where = settings.get("store_backend", ("local", ""))
+    if backend.lower() == "local":
         return Store(store_dir, environment, vault_secrets, **kwargs)
-    if backend != "git":
-        raise StoreError(f"KEYWARDEN_STORE_BACKEND is {backend!r}: use local or git")
+    if backend.lower() != "git":
+        raise StoreError(f"{where} is {backend!r}: use local or git")
+    pull, pull_where = settings.get("store_git_pull", ("false", ""))
     try:
-        pull = boolean(env.get("KEYWARDEN_STORE_GIT_PULL") or False, strict=True)
+        pulling = boolean(pull, strict=True)
     except TypeError:
-        raise StoreError(f"KEYWARDEN_STORE_GIT_PULL is {env.get('KEYWARDEN_STORE_GIT_PULL')!r}: use true or false") from None
-    remote, branch = env.get("KEYWARDEN_STORE_GIT_REMOTE") or "origin", env.get("KEYWARDEN_STORE_GIT_BRANCH") or None
-    return GitStore(store_dir, environment, vault_secrets, remote=remote, branch=branch, pull=pull, **kwargs)
+        raise StoreError(f"{pull_where} is {pull!r}: use true or false") from None
+    remote = settings.get("store_git_remote", ("origin", ""))[0]
+    branch = settings.get("store_git_branch", ("", ""))[0] or None
+    return GitStore(store_dir, environment, vault_secrets, remote=remote, branch=branch, pull=pulling, **kwargs)
 
 
 def describe_change(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
