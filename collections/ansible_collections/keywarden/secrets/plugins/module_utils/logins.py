@@ -31,8 +31,8 @@ def reason(exc: BaseException) -> str:
 Errors = tuple[type[BaseException], ...]
 
 
-# a login waits on the server most of its time (TCP, SCRAM or the auth plugin's exchange): a few at once, each on its
-# own connection, as rabbitmq_logins does with its AMQP handshakes
+# a login waits on the server most of its time (TCP, SCRAM, the auth plugin's or AMQP's exchange): this many at once,
+# each on its own connection, here and in rabbitmq_logins (bench/rotation_scale: test_logins.py, --kind rabbitmq)
 TEST_CONCURRENCY = 8
 
 

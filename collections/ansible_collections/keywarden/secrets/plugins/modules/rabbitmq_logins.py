@@ -176,6 +176,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keywarden.secrets.plugins.module_utils.amqp import AmqpError, log_in
+from ansible_collections.keywarden.secrets.plugins.module_utils.logins import TEST_CONCURRENCY
 from ansible_collections.keywarden.secrets.plugins.module_utils.specs import RABBITMQ_LOGINS_OPTIONS
 
 HASHES = {"rabbit_password_hashing_sha256": hashlib.sha256, "rabbit_password_hashing_sha512": hashlib.sha512, "rabbit_password_hashing_md5": hashlib.md5}
@@ -188,10 +189,6 @@ class ApiError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(f"HTTP {status}: {text}")
         self.status = status
-
-
-# test logins run this many at once (rotate50 on one node: see bench/rotation_scale, --kind rabbitmq)
-TEST_CONCURRENCY = 8
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -29,6 +29,7 @@ Guarantees (on top of ``Store``'s):
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import copy
 import getpass
@@ -498,34 +499,44 @@ class GitStore(Store):
 _SCRIPT_SETTINGS = ("store_backend", "store_git_remote", "store_git_branch", "store_git_pull")
 
 
+def _script_options() -> dict[str, dict[str, Any]]:
+    """The store options of the settings doc fragment (their environment variable, ansible.cfg key and default): the
+    one definition the playbooks resolve too."""
+    import yaml  # noqa: PLC0415 - scripts only
+
+    from ansible_collections.keywarden.secrets.plugins.doc_fragments.settings import ModuleDocFragment  # noqa: PLC0415
+
+    options = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]
+    return {name: options[name] for name in _SCRIPT_SETTINGS}
+
+
 def script_settings(environ: dict[str, str] | None = None, config_file: str | None = None) -> dict[str, tuple[str, str]]:
     """The store settings a script (no Ansible run) uses, as a playbook resolves them without inventory variables:
-    the environment variable (``KEYWARDEN_STORE_BACKEND``, ``_GIT_REMOTE``, ``_GIT_BRANCH``, ``_GIT_PULL``) over the
-    key of section ``[keywarden]`` in the ansible.cfg Ansible would read (``ANSIBLE_CONFIG``, ``./ansible.cfg``,
-    ``~/.ansible.cfg``, ``/etc/ansible/ansible.cfg``). ``{option: (value, where it was set)}``, set options only."""
+    the doc fragment's environment variable over its key in the ansible.cfg Ansible would read (``ANSIBLE_CONFIG``,
+    ``./ansible.cfg``, ``~/.ansible.cfg``, ``/etc/ansible/ansible.cfg``) over its default.
+    ``{option: (value, where it was set)}``; where is "" for a default."""
     env = os.environ if environ is None else environ
     if config_file is None:
         from ansible.config.manager import find_ini_config_file  # noqa: PLC0415 - scripts only
 
+        # Ansible's search reads os.environ: a given environment names its file with ANSIBLE_CONFIG or has none
         config_file = env.get("ANSIBLE_CONFIG") if environ is not None else find_ini_config_file()
-    ini: dict[str, str] = {}
+    parser = configparser.ConfigParser(interpolation=None)
     if config_file and os.path.isfile(config_file):
-        import configparser  # noqa: PLC0415 - scripts only
-
-        parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read(config_file, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as exc:
             raise StoreError(f"cannot read {config_file} ({type(exc).__name__}): fix the file or set ANSIBLE_CONFIG") from None
-        if parser.has_section("keywarden"):
-            ini = {key: value.strip() for key, value in parser.items("keywarden") if key in _SCRIPT_SETTINGS and value.strip()}
     found = {}
-    for option in _SCRIPT_SETTINGS:
-        variable = "KEYWARDEN_" + option.upper()
-        if env.get(variable):
-            found[option] = (env[variable].strip(), variable)
-        elif option in ini:
-            found[option] = (ini[option], f"{option} in [keywarden] of {config_file}")
+    for name, option in _script_options().items():
+        found[name] = (str(option.get("default") or ""), "")
+        for ini in option.get("ini") or []:
+            value = parser.get(ini["section"], ini["key"], fallback="").strip()
+            if value:
+                found[name] = (value, f"{ini['key']} in [{ini['section']}] of {config_file}")
+        for variable in (entry["name"] for entry in option.get("env") or []):
+            if env.get(variable, "").strip():
+                found[name] = (env[variable].strip(), variable)
     return found
 
 
@@ -536,18 +547,17 @@ def open_store(
     (environment variables over ansible.cfg's ``[keywarden]``), as a playbook run with the same environment and
     ansible.cfg would, inventory variables aside."""
     settings = script_settings(environ, config_file)
-    backend, where = settings.get("store_backend", ("local", ""))
+    backend, where = settings["store_backend"]
     if backend.lower() == "local":
         return Store(store_dir, environment, vault_secrets, **kwargs)
     if backend.lower() != "git":
         raise StoreError(f"{where} is {backend!r}: use local or git")
-    pull, pull_where = settings.get("store_git_pull", ("false", ""))
+    pull, pull_where = settings["store_git_pull"]
     try:
-        pulling = boolean(pull, strict=True)
+        pulling = boolean(pull or False, strict=True)
     except TypeError:
         raise StoreError(f"{pull_where} is {pull!r}: use true or false") from None
-    remote = settings.get("store_git_remote", ("origin", ""))[0]
-    branch = settings.get("store_git_branch", ("", ""))[0] or None
+    remote, branch = settings["store_git_remote"][0], settings["store_git_branch"][0] or None
     return GitStore(store_dir, environment, vault_secrets, remote=remote, branch=branch, pull=pulling, **kwargs)
 
 
